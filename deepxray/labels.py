@@ -1,0 +1,40 @@
+"""Names shared by the generator, the models, the service and the evaluation."""
+
+# The ten scored joints, in the order of the original service's `scores` object. PIP1 is the thumb's
+# interphalangeal joint.
+JOINT_NAMES: tuple[str, ...] = (
+    "mcp1",
+    "mcp2",
+    "mcp3",
+    "mcp4",
+    "mcp5",
+    "pip1",
+    "pip2",
+    "pip3",
+    "pip4",
+    "pip5",
+)
+
+# Ratingen erosion classes: 0 intact, then the destroyed share of the joint surface in 20 % bands.
+RATINGEN_CLASSES: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+RATINGEN_BANDS: dict[int, tuple[float, float]] = {
+    0: (0.0, 0.0),
+    1: (0.02, 0.20),
+    2: (0.21, 0.40),
+    3: (0.41, 0.60),
+    4: (0.61, 0.80),
+    5: (0.81, 1.00),
+}
+
+# What the body-part model tells apart. Only `left_hand` and `right_hand` are scored.
+BODY_PARTS: tuple[str, ...] = (
+    "left_hand",
+    "right_hand",
+    "chest",
+    "foot",
+    "other_radiograph",
+    "not_radiograph",
+)
+HAND_PARTS: frozenset[str] = frozenset({"left_hand", "right_hand"})
+
+RESEARCH_NOTICE = "research use only; demo models trained on synthetic radiographs"
