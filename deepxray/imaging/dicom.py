@@ -1,0 +1,190 @@
+"""DICOM to a bone-bright grayscale array with pydicom 3.
+
+Only the tags needed to build the image are read (`specific_tags`): patient and study tags are never parsed, so
+they cannot end up in a result, a log line or an error message. Decodes what the installed pydicom plugins
+decode: uncompressed, RLE Lossless (pydicom itself), JPEG baseline/extended (Pillow or pylibjpeg-libjpeg),
+JPEG lossless and JPEG-LS (pylibjpeg-libjpeg), JPEG 2000 (pylibjpeg-openjpeg or Pillow).
+"""
+
+import io
+import math
+
+import numpy as np
+
+from deepxray.imaging.decoded import DecodedImage, as_supported_dtype, check_pixel_count, to_grayscale
+from deepxray.imaging.errors import CorruptImageError, ImagingError, UnsupportedFormatError
+
+_PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_PALETTE_KEYWORDS = tuple(
+    f"{prefix}{colour}PaletteColorLookupTable{suffix}"
+    for colour in ("Red", "Green", "Blue")
+    for prefix, suffix in (("", "Descriptor"), ("", "Data"), ("Segmented", "Data"))
+)
+# Everything pydicom needs to decode the first frame, plus what we read from it. Nothing that identifies a person.
+_IMAGE_KEYWORDS = (
+    "Rows",
+    "Columns",
+    "SamplesPerPixel",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "PhotometricInterpretation",
+    "PlanarConfiguration",
+    "NumberOfFrames",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "ModalityLUTSequence",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    # Enhanced (multi-frame) objects keep rescale and spacing in the shared functional groups.
+    "SharedFunctionalGroupsSequence",
+    "ExtendedOffsetTable",
+    "ExtendedOffsetTableLengths",
+    *_PALETTE_KEYWORDS,
+    *_PIXEL_DATA_KEYWORDS,
+)
+
+
+def decode_dicom(data: bytes, *, max_pixels: int, has_preamble: bool) -> DecodedImage:
+    """Decodes the first frame of a DICOM file.
+
+    Args:
+        data: The file's bytes.
+        max_pixels: Largest accepted Rows * Columns, checked before the pixel data is decoded.
+        has_preamble: True when the file has the 128-byte preamble and "DICM". Without it the bytes are only a
+            candidate: unless pydicom finds an image in them they are reported as an unsupported format.
+
+    Raises:
+        UnsupportedFormatError: Not DICOM after all, or a DICOM object without an image (e.g. a report).
+        CorruptImageError: Truncated or undecodable DICOM, or a compression no installed plugin decodes.
+        ImageTooLargeError: Rows * Columns over max_pixels.
+    """
+    dataset = _read_dataset(data, has_preamble)
+    try:
+        return _decode_dataset(dataset, max_pixels)
+    except ImagingError:
+        raise
+    except Exception as exc:
+        # Only the exception type is kept in the message: library messages may quote tag values.
+        raise CorruptImageError(
+            f"The DICOM pixel data could not be decoded ({type(exc).__name__}); the file may be truncated, "
+            "damaged or use a compression we cannot decode."
+        ) from exc
+
+
+def _read_dataset(data: bytes, has_preamble: bool):
+    import pydicom
+
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data), force=not has_preamble, specific_tags=list(_IMAGE_KEYWORDS))
+    except Exception as exc:
+        if not has_preamble:
+            raise UnsupportedFormatError() from exc
+        raise CorruptImageError(
+            "The DICOM file could not be parsed; it may be truncated or damaged."
+        ) from exc
+    has_geometry = "Rows" in dataset and "Columns" in dataset
+    has_pixels = any(keyword in dataset for keyword in _PIXEL_DATA_KEYWORDS)
+    if not has_preamble and not (has_geometry and has_pixels):
+        # `force=True` parses nearly any bytes into some data set; only one holding an image counts as DICOM.
+        raise UnsupportedFormatError()
+    if not has_geometry and not has_pixels:
+        raise UnsupportedFormatError("The DICOM file holds no image (no pixel data).")
+    if not has_pixels:
+        # pydicom silently drops an encapsulated Pixel Data element cut short, so a missing one next to
+        # Rows/Columns means truncation, not a non-image object.
+        raise CorruptImageError("The DICOM file has no pixel data; it may be truncated.")
+    return dataset
+
+
+def _decode_dataset(dataset, max_pixels: int) -> DecodedImage:
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
+
+    check_pixel_count(int(dataset.Columns), int(dataset.Rows), max_pixels)
+    _ensure_transfer_syntax(dataset)
+    pixels = pixel_array(dataset, index=0)  # the first frame only; a radiograph rarely has more
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    bits_stored = int(dataset.get("BitsStored") or pixels.dtype.itemsize * 8)
+    was_color = False
+    if photometric == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, dataset)
+    if pixels.ndim == 3:
+        # pydicom already turned YBR into RGB.
+        pixels, was_color = to_grayscale(pixels, channel_order="RGB")
+    else:
+        inversion_bits = bits_stored
+        if dataset.get("ModalityLUTSequence"):
+            pixels = apply_modality_lut(pixels, dataset)
+            inversion_bits = pixels.dtype.itemsize * 8  # the LUT's output depth replaces Bits Stored
+        else:
+            slope, intercept = _rescale(dataset)
+            if (slope, intercept) != (1.0, 0.0):
+                # float32, not pydicom's float64: half the memory, and ample for 16-bit detector values.
+                pixels = pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+        if photometric == "MONOCHROME1":
+            pixels = _invert(pixels, inversion_bits)
+    return DecodedImage(
+        pixels=as_supported_dtype(np.ascontiguousarray(pixels)),
+        format="dicom",
+        was_color=was_color,
+        pixel_spacing_mm=_pixel_spacing(dataset),
+        bits=bits_stored,
+    )
+
+
+def _ensure_transfer_syntax(dataset) -> None:
+    """Infers the Transfer Syntax UID of a file written without file meta, from how pydicom parsed it."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    if getattr(dataset, "file_meta", None) is None:
+        dataset.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" in dataset.file_meta:
+        return
+    implicit, little_endian = dataset.original_encoding
+    if implicit is None or little_endian is None:
+        raise CorruptImageError("The DICOM file declares no transfer syntax and its encoding is unclear.")
+    if implicit:
+        dataset.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    else:
+        dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if little_endian else ExplicitVRBigEndian
+
+
+def _rescale(dataset) -> tuple[float, float]:
+    """Returns (Rescale Slope, Rescale Intercept), top level first, then the shared functional groups."""
+    sources = [dataset]
+    shared = dataset.get("SharedFunctionalGroupsSequence")
+    if shared and "PixelValueTransformationSequence" in shared[0]:
+        sources.append(shared[0].PixelValueTransformationSequence[0])
+    for source in sources:
+        slope, intercept = source.get("RescaleSlope"), source.get("RescaleIntercept")
+        if slope is not None or intercept is not None:
+            return float(slope if slope is not None else 1.0), float(intercept or 0.0)
+    return 1.0, 0.0
+
+
+def _invert(pixels: np.ndarray, bits_stored: int) -> np.ndarray:
+    """MONOCHROME1 shows low values bright; flip it so that bone is bright, as in MONOCHROME2."""
+    if pixels.dtype in (np.uint8, np.uint16):
+        # Exact and type-preserving: the same anatomy stored as MONOCHROME2 decodes to the same array.
+        top = min((1 << bits_stored) - 1, np.iinfo(pixels.dtype).max)
+        return (top - np.minimum(pixels, top)).astype(pixels.dtype)
+    values = pixels.astype(np.float32)
+    return values.max() + values.min() - values
+
+
+def _pixel_spacing(dataset) -> tuple[float, float] | None:
+    """(row, column) spacing in mm: calibrated Pixel Spacing first, then the detector's Imager Pixel Spacing."""
+    candidates = [dataset.get("PixelSpacing"), dataset.get("ImagerPixelSpacing")]
+    shared = dataset.get("SharedFunctionalGroupsSequence")
+    if shared and "PixelMeasuresSequence" in shared[0]:
+        candidates.append(shared[0].PixelMeasuresSequence[0].get("PixelSpacing"))
+    for value in candidates:
+        try:
+            row, column = (float(part) for part in value)
+        except (TypeError, ValueError):
+            continue
+        if all(math.isfinite(part) and part > 0 for part in (row, column)):
+            return row, column
+    return None

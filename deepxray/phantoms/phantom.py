@@ -1,0 +1,87 @@
+"""One labelled phantom of any class, reproducible from (seed, index)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from deepxray.labels import BODY_PARTS
+from deepxray.phantoms import others
+from deepxray.phantoms.hand import HandPhantom, render_hand
+from deepxray.phantoms.scores import draw_scores
+
+DEFAULT_SHAPE = (2560, 2048)  # rows, columns: about 25 x 31 cm at 0.12 mm
+# Detector pixel pitch for each kind of film (mm); the pose's scale varies the size on top of it.
+PIXEL_SPACING_MM = {"hand": (0.11, 0.14), "foot": (0.13, 0.16), "chest": (0.16, 0.2), "knee": (0.13, 0.16),
+                    "skull": (0.14, 0.17)}  # fmt: skip
+
+
+@dataclass
+class Phantom:
+    """An image and its labels, as written to the manifest."""
+
+    image: np.ndarray  # uint16 12-bit radiograph (bone bright), or uint8 picture (grey or RGB)
+    body_part: str
+    kind: str
+    laterality: str | None
+    pixel_spacing_mm: float | None
+    scores: dict[str, int] | None = None
+    centers: dict[str, tuple[float, float]] | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def is_radiograph(self) -> bool:
+        return self.body_part != "not_radiograph"
+
+
+def streams(seed: int, index: int) -> dict[str, np.random.Generator]:
+    """Independent random streams for one image, so one aspect (the scores) can change without the rest."""
+    names = ("kind", "geometry", "texture", "erosion", "scores")
+    children = np.random.SeedSequence(seed, spawn_key=(index,)).spawn(len(names))
+    return {name: np.random.default_rng(child) for name, child in zip(names, children, strict=True)}
+
+
+def render_phantom(
+    seed: int,
+    index: int,
+    body_part: str,
+    distribution: str = "clinical",
+    shape: tuple[int, int] = DEFAULT_SHAPE,
+    scores: dict[str, int] | None = None,
+) -> Phantom:
+    """Render image `index` of the set `seed`. `scores` overrides the drawn scores of a hand."""
+    if body_part not in BODY_PARTS:
+        raise ValueError(f"unknown body part {body_part!r}; choose from {', '.join(BODY_PARTS)}")
+    rng = streams(seed, index)
+    if body_part in ("left_hand", "right_hand"):
+        drawn = draw_scores(rng["scores"], distribution)
+        spacing = float(rng["kind"].uniform(*PIXEL_SPACING_MM["hand"]))
+        hand: HandPhantom = render_hand(
+            rng["geometry"],
+            rng["texture"],
+            rng["erosion"],
+            scores if scores is not None else drawn,
+            laterality="L" if body_part == "left_hand" else "R",
+            shape=shape,
+            mm_per_px=spacing,
+        )
+        return Phantom(
+            image=hand.image,
+            body_part=body_part,
+            kind="hand",
+            laterality=hand.laterality,
+            pixel_spacing_mm=spacing,
+            scores=hand.scores,
+            centers=hand.centers,
+            extra={"ring": hand.ring, "marker": hand.marker, "destroyed_share": hand.destroyed_share},
+        )
+    if body_part == "not_radiograph":
+        kind = str(rng["kind"].choice(others.NOT_RADIOGRAPHS))
+        return Phantom(others.render_picture(kind, rng["geometry"]), body_part, kind, None, None)
+    kind = {"chest": "chest", "foot": "foot"}.get(body_part) or str(rng["kind"].choice(others.OTHER_RADIOGRAPHS))
+    spacing = float(rng["kind"].uniform(*PIXEL_SPACING_MM[kind]))
+    renderer = {"chest": others.render_chest, "foot": others.render_foot, "knee": others.render_knee,
+                "skull": others.render_skull}[kind]  # fmt: skip
+    image, laterality = renderer(rng["geometry"], rng["texture"], shape, spacing)
+    return Phantom(image, body_part, kind, laterality, spacing)
