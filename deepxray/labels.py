@@ -19,7 +19,7 @@ JOINT_NAMES: tuple[str, ...] = (
 RATINGEN_CLASSES: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
 RATINGEN_BANDS: dict[int, tuple[float, float]] = {
     0: (0.0, 0.0),
-    1: (0.06, 0.20),
+    1: (0.08, 0.20),
     2: (0.21, 0.40),
     3: (0.41, 0.60),
     4: (0.61, 0.80),

@@ -14,7 +14,14 @@ import numpy as np
 
 from deepxray.labels import JOINT_NAMES, RATINGEN_BANDS
 from deepxray.phantoms import render
-from deepxray.phantoms.shapes import BoneShape, ImageTransform, Outline, Placement, bone_outline, ellipse_outline
+from deepxray.phantoms.shapes import (
+    BoneShape,
+    ImageTransform,
+    Outline,
+    Placement,
+    bone_outline,
+    ellipse_outline,
+)
 
 # Per ray (thumb, index, middle, ring, little): metacarpal base (mm), axis angle (deg), and bone shapes as
 # (length, base, shaft, head half-widths).
@@ -40,7 +47,7 @@ CARPALS = (  # centre (mm), semi-axes (mm), angle (deg)
     ((-8.0, 20.0), (5.5, 7.5), -10.0),  # hamate
 )
 # Destroyed-stretch depth for each Ratingen class (mm): deeper with the grade, so damage grows with the score.
-EROSION_DEPTH_MM = {1: 0.9, 2: 1.2, 3: 1.5, 4: 1.9, 5: 2.5}
+EROSION_DEPTH_MM = {1: 1.2, 2: 1.5, 3: 1.8, 4: 2.2, 5: 2.7}
 # Radiographic joint spaces (mm): MCP about 1.4, PIP about 1.0, DIP about 0.7.
 GAP_MM = {"mcp": (1.1, 1.8), "pip": (0.8, 1.3), "dip": (0.55, 0.9)}
 
@@ -79,6 +86,7 @@ class HandPhantom:
     centers: dict[str, tuple[float, float]]  # joint centres in pixels
     bones_px: dict[str, np.ndarray] = field(repr=False)  # bone outlines in pixels
     joint_axes: dict[str, tuple[float, float]] = field(repr=False)  # unit vector proximal -> distal, pixels
+    joint_bones: dict[str, tuple[str, str]] = field(repr=False)  # (proximal bone, distal bone) of each joint
     gaps_px: dict[str, float] = field(repr=False)
     px_per_mm: float = 0.0
     ring: bool = False
@@ -115,12 +123,8 @@ def build_skeleton(rng: np.random.Generator) -> tuple[list[Bone], dict[str, Join
         names = ["proximal", "middle", "distal"] if ray else ["proximal", "distal"]
         for i, (spec, name) in enumerate(zip(segments, names, strict=True)):
             prev = chain[-1]
-            if i == 0:
-                kind = "mcp"
-            elif i == 1:
-                kind = "pip" if ray else "pip"  # the thumb's IP joint is scored as PIP1
-            else:
-                kind = "dip"
+            # The thumb's IP joint (its second joint) is scored as PIP1.
+            kind = ("mcp", "pip", "dip")[i]
             gap = rng.uniform(*GAP_MM[kind])
             finger_angle += rng.normal(0.0, 2.0) if i else 0.0
             head = "tuft" if name == "distal" else "condylar"
@@ -152,7 +156,12 @@ def build_skeleton(rng: np.random.Generator) -> tuple[list[Bone], dict[str, Join
 
 
 def _bone(name: str, shape: BoneShape, origin: np.ndarray, angle_deg: float) -> Bone:
-    return Bone(name, shape, Placement(np.asarray(origin, dtype=np.float64), np.deg2rad(angle_deg)), bone_outline(shape))
+    return Bone(
+        name,
+        shape,
+        Placement(np.asarray(origin, dtype=np.float64), np.deg2rad(angle_deg)),
+        bone_outline(shape),
+    )
 
 
 def _raw(points: np.ndarray) -> Outline:
@@ -234,8 +243,16 @@ def hand_transform(
     tips = transform(np.array([b.placement.point(b.shape.length + 4.0) for b in bones if b.name.startswith("distal")]))
     margin = 15.0 * transform.px_per_mm
     pts = np.concatenate([centers, tips])
-    dx = _fit_shift(pts[:, 0], margin * 0.4, w) if _fits(pts[:, 0], margin * 0.4, w) else _fit_shift(centers[:, 0], margin, w)
-    dy = _fit_shift(pts[:, 1], margin * 0.4, h) if _fits(pts[:, 1], margin * 0.4, h) else _fit_shift(centers[:, 1], margin, h)
+    dx = (
+        _fit_shift(pts[:, 0], margin * 0.4, w)
+        if _fits(pts[:, 0], margin * 0.4, w)
+        else _fit_shift(centers[:, 0], margin, w)
+    )
+    dy = (
+        _fit_shift(pts[:, 1], margin * 0.4, h)
+        if _fits(pts[:, 1], margin * 0.4, h)
+        else _fit_shift(centers[:, 1], margin, h)
+    )
     return transform.shifted(dx, dy)
 
 
@@ -276,7 +293,10 @@ def _draw_soft_tissue(bones: dict[str, Bone], to_px: ImageTransform):
         palm = []
         for ray in range(1, 6):
             meta = bones[f"metacarpal{ray}"]
-            palm += [meta.placement.origin, meta.placement.point(meta.shape.length * (0.6 if ray == 1 else 0.98))]
+            palm += [
+                meta.placement.origin,
+                meta.placement.point(meta.shape.length * (0.6 if ray == 1 else 0.98)),
+            ]
         palm += [(-30.0, 5.0), (30.0, 5.0)]
         hull = cv2.convexHull(px(palm).reshape(-1, 1, 2))
         cv2.fillPoly(mask, [hull], 255, cv2.LINE_AA, 4)
@@ -314,7 +334,10 @@ def render_hand(
     soft_thickness = rng_geometry.uniform(0.18, 0.3)
     has_ring = bool(rng_geometry.random() < 0.12)
     marker = laterality if rng_geometry.random() < 0.8 else None
-    marker_pos = (int(rng_geometry.uniform(0.04, 0.8) * shape[1]), int(rng_geometry.uniform(0.05, 0.12) * shape[0]))
+    marker_pos = (
+        int(rng_geometry.uniform(0.04, 0.8) * shape[1]),
+        int(rng_geometry.uniform(0.05, 0.12) * shape[0]),
+    )
 
     # One erosion stream per joint: changing one joint's score leaves every other joint as it was.
     joint_rngs = dict(zip(JOINT_NAMES, rng_erosion.spawn(len(JOINT_NAMES)), strict=True))
@@ -360,6 +383,7 @@ def render_hand(
         bones_px=bone_px,
         joint_axes=axes,
         gaps_px=gaps,
+        joint_bones={name: (j.proximal.name, j.distal.name) for name, j in joints.items()},
         px_per_mm=px_per_mm,
         ring=has_ring,
         marker=marker,

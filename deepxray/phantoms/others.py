@@ -60,7 +60,12 @@ def render_foot(rng: np.random.Generator, texture_rng: np.random.Generator, shap
     for ray in range(5):
         k = rng.uniform(0.94, 1.06)
         length, b, s, h = meta[ray]
-        bone = _bone(f"metatarsal{ray}", BoneShape(length * k, b, s, h, "round", "flat"), np.array(bases[ray]), angles[ray])
+        bone = _bone(
+            f"metatarsal{ray}",
+            BoneShape(length * k, b, s, h, "round", "flat"),
+            np.array(bases[ray]),
+            angles[ray],
+        )
         bones.append(bone)
         angle = angles[ray] + rng.normal(0.0, 3.0)
         for i, (length, b, s, h) in enumerate(toes[ray]):
@@ -78,7 +83,9 @@ def render_foot(rng: np.random.Generator, texture_rng: np.random.Generator, shap
         bones.append(Bone(f"tarsal{i}", BoneShape(1, 1, 1, 1), bones[0].placement, _outline(pts)))
     to_px = _pose(rng, shape, mm_per_px, mirror=laterality == "R").shifted(0, 0)
     mid = to_px(np.array([[0.0, 60.0]]))[0]
-    to_px = to_px.shifted(shape[1] / 2 - mid[0] + rng.uniform(-100, 100), shape[0] / 2 - mid[1] + rng.uniform(-100, 100))
+    to_px = to_px.shifted(
+        shape[1] / 2 - mid[0] + rng.uniform(-100, 100), shape[0] / 2 - mid[1] + rng.uniform(-100, 100)
+    )
 
     def outline(mask, k):
         pts = [(34.0, 95.0), (36.0, 140.0), (20.0, 175.0), (0.0, 165.0), (-25.0, 150.0), (-38.0, 120.0),
@@ -100,13 +107,28 @@ def _outline(points: np.ndarray):
 
 def render_knee(rng: np.random.Generator, texture_rng: np.random.Generator, shape, mm_per_px: float):
     """Knee AP: femoral condyles over the tibial plateau, the fibula beside it, the patella over the femur."""
-    femur = _bone("femur", BoneShape(260.0, 16.0, 15.0, rng.uniform(36, 42), "condylar", "flat"), np.array([0.0, 262.0]), 180.0)
-    tibia = _bone("tibia", BoneShape(260.0, 18.0, 16.0, rng.uniform(36, 41), "condylar", "flat"), np.array([0.0, -262.0]), 0.0)
+    femur = _bone(
+        "femur",
+        BoneShape(260.0, 16.0, 15.0, rng.uniform(36, 42), "condylar", "flat"),
+        np.array([0.0, 262.0]),
+        180.0,
+    )
+    tibia = _bone(
+        "tibia",
+        BoneShape(260.0, 18.0, 16.0, rng.uniform(36, 41), "condylar", "flat"),
+        np.array([0.0, -262.0]),
+        0.0,
+    )
     fibula = _bone("fibula", BoneShape(200.0, 6.0, 6.0, 9.0, "round", "flat"), np.array([-30.0, -210.0]), -2.0)
     # Both bones' heads meet at y = 0 across a joint space of a few millimetres.
     femur = _bone("femur", femur.shape, np.array([0.0, femur.shape.length + 3.0]), 180.0)
     tibia = _bone("tibia", tibia.shape, np.array([0.0, -tibia.shape.length - 3.0]), 0.0)
-    patella = Bone("patella", BoneShape(1, 1, 1, 1), femur.placement, _outline(ellipse_outline((0.0, 25.0), (22.0, 25.0), 0.0)))
+    patella = Bone(
+        "patella",
+        BoneShape(1, 1, 1, 1),
+        femur.placement,
+        _outline(ellipse_outline((0.0, 25.0), (22.0, 25.0), 0.0)),
+    )
     to_px = _pose(rng, shape, mm_per_px, mirror=rng.random() < 0.5)
 
     def outline(mask, k):
@@ -136,7 +158,11 @@ def render_skull(rng: np.random.Generator, texture_rng: np.random.Generator, sha
     look = _look(rng, 1.1)
     for curve, width in ((vault, rng.uniform(5, 8)), (mandible, rng.uniform(6, 9))):
         render.draw_bone(canvas, to_px(band_outline(curve, width)), to_px.px_per_mm, texture_rng, look)
-    for c, axes in (((55.0, -25.0), (28.0, 22.0)), ((20.0, -15.0), (25.0, 18.0)), ((-35.0, -20.0), (12.0, 14.0))):
+    for c, axes in (
+        ((55.0, -25.0), (28.0, 22.0)),
+        ((20.0, -15.0), (25.0, 18.0)),
+        ((-35.0, -20.0), (12.0, 14.0)),
+    ):
         render.draw_bone(canvas, to_px(ellipse_outline(c, axes, rng.uniform(-20, 20))), to_px.px_per_mm, texture_rng,
                          _look(rng, 0.7))  # fmt: skip
     return _finish(canvas, rng, texture_rng, None), None
@@ -152,9 +178,14 @@ def render_chest(rng: np.random.Generator, texture_rng: np.random.Generator, sha
 
     canvas = render.soft_tissue(shape, outline, to_px.px_per_mm, rng.uniform(1.0, 1.3), smooth_mm=25.0)
     for side in (-1.0, 1.0):
-        lung = np.array([[20, 120], [70, 130], [140, 80], [155, -40], [150, -150], [90, -120], [30, -140], [25, 0]]) * (side, 1)
+        lung = np.array([[20, 120], [70, 130], [140, 80], [155, -40], [150, -150], [90, -120], [30, -140], [25, 0]]) * (
+            side,
+            1,
+        )
         render.draw_polygon(canvas, to_px(lung), value=-rng.uniform(0.7, 0.95), blur_px=12 * to_px.px_per_mm)
-    render.draw_polygon(canvas, to_px(ellipse_outline((25.0, -70.0), (70.0, 55.0), 15.0)), 0.35, blur_px=6 * to_px.px_per_mm)
+    render.draw_polygon(
+        canvas, to_px(ellipse_outline((25.0, -70.0), (70.0, 55.0), 15.0)), 0.35, blur_px=6 * to_px.px_per_mm
+    )
     look = _look(rng, 0.8)
     for level in range(10):
         y = 110.0 - level * 25.0
@@ -206,7 +237,13 @@ def _photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         if rng.random() < 0.5:
             cv2.ellipse(img, center, axes, float(rng.uniform(0, 180)), 0, 360, color, -1, cv2.LINE_AA)
         else:
-            cv2.rectangle(img, (center[0] - axes[0], center[1] - axes[1]), (center[0] + axes[0], center[1] + axes[1]), color, -1)
+            cv2.rectangle(
+                img,
+                (center[0] - axes[0], center[1] - axes[1]),
+                (center[0] + axes[0], center[1] + axes[1]),
+                color,
+                -1,
+            )
     small = rng.normal(0, 1, (h // 16 + 1, w // 16 + 1, 3)).astype(np.float32)
     img += cv2.resize(small, (w, h))[:h, :w] * rng.uniform(5, 25)
     img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.8, 3.0))
@@ -219,7 +256,15 @@ def _document(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     page = np.full((h, w), int(rng.uniform(225, 255)), np.uint8)
     scale = w / 1600.0
     y = int(120 * scale)
-    cv2.putText(page, "REPORT " + _word(rng, 6).upper(), (int(100 * scale), y), cv2.FONT_HERSHEY_DUPLEX, 2.0 * scale, 20, 3)
+    cv2.putText(
+        page,
+        "REPORT " + _word(rng, 6).upper(),
+        (int(100 * scale), y),
+        cv2.FONT_HERSHEY_DUPLEX,
+        2.0 * scale,
+        20,
+        3,
+    )
     letters = cv2.FONT_HERSHEY_SIMPLEX
     while y < h - 150 * scale:
         y += int(rng.uniform(45, 70) * scale)

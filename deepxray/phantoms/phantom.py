@@ -35,10 +35,15 @@ class Phantom:
         return self.body_part != "not_radiograph"
 
 
-def streams(seed: int, index: int) -> dict[str, np.random.Generator]:
-    """Independent random streams for one image, so one aspect (the scores) can change without the rest."""
+def streams(seed: int, index: int, body_part: str = "left_hand") -> dict[str, np.random.Generator]:
+    """Independent random streams for one image, so one aspect (the scores) can change without the rest.
+
+    The body part is part of the key: a right hand is its own draw, not the mirror image of the left hand with
+    the same index.
+    """
     names = ("kind", "geometry", "texture", "erosion", "scores")
-    children = np.random.SeedSequence(seed, spawn_key=(index,)).spawn(len(names))
+    key = (index, BODY_PARTS.index(body_part))
+    children = np.random.SeedSequence(seed, spawn_key=key).spawn(len(names))
     return {name: np.random.default_rng(child) for name, child in zip(names, children, strict=True)}
 
 
@@ -53,7 +58,7 @@ def render_phantom(
     """Render image `index` of the set `seed`. `scores` overrides the drawn scores of a hand."""
     if body_part not in BODY_PARTS:
         raise ValueError(f"unknown body part {body_part!r}; choose from {', '.join(BODY_PARTS)}")
-    rng = streams(seed, index)
+    rng = streams(seed, index, body_part)
     if body_part in ("left_hand", "right_hand"):
         drawn = draw_scores(rng["scores"], distribution)
         spacing = float(rng["kind"].uniform(*PIXEL_SPACING_MM["hand"]))

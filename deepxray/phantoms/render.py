@@ -30,6 +30,7 @@ def trabecular_texture() -> np.ndarray:
     fy = np.fft.fftfreq(TEXTURE_SIZE)[:, None]
     fx = np.fft.rfftfreq(TEXTURE_SIZE)[None, :]
     f2 = fx**2 + fy**2
+
     # Band-pass (a difference of Gaussians) done in frequency space, so the tile wraps around seamlessly.
     def gaussian(sigma):
         return np.exp(-2.0 * (np.pi * sigma) ** 2 * f2)
@@ -121,7 +122,8 @@ def draw_bone(
                 cv2.circle(lost, center, round(r * (1 << SHIFT)), 255, -1, cv2.LINE_AA, SHIFT)
         # A ragged margin: the destroyed zone fades into moth-eaten bone rather than ending in a clean cut.
         ragged = cv2.GaussianBlur(lost, (0, 0), 0.8 + 0.2 * px_per_mm).astype(np.float32) / 255.0
-        density *= 1.0 - np.clip(ragged * (1.05 + 0.2 * texture_patch(rng, h, w)), 0.0, 1.0)
+        # The bone's own texture patch roughens it, so no random draw is spent (other bones stay identical).
+        density *= 1.0 - np.clip(ragged * (1.05 + 0.2 * tex), 0.0, 1.0)
 
     canvas[y0:y1, x0:x1] += density.astype(np.float32)
 
@@ -202,7 +204,10 @@ class Exposure:
         h, w = shape
         collimation = None
         if rng.random() < 0.6:
-            mx, my = (rng.uniform(0.0, 0.06, size=2) * (w, h)).astype(int), (rng.uniform(0.0, 0.05, 2) * h).astype(int)
+            mx, my = (
+                (rng.uniform(0.0, 0.06, size=2) * (w, h)).astype(int),
+                (rng.uniform(0.0, 0.05, 2) * h).astype(int),
+            )
             collimation = (int(mx[0]), int(my[0]), int(w - mx[1]), int(h - my[1]))
         return cls(
             mu=float(rng.uniform(0.6, 1.0)),
@@ -232,9 +237,9 @@ def expose(attenuation: np.ndarray, exposure: Exposure, rng: np.random.Generator
         attenuation = cv2.GaussianBlur(attenuation, (0, 0), exposure.blur_px)
     # Heel effect: the anode side of the field receives less exposure and looks lighter.
     gx, gy = np.cos(exposure.heel_angle), np.sin(exposure.heel_angle)
-    ramp = (np.arange(w, dtype=np.float32) / w - 0.5)[None, :] * gx + (
-        np.arange(h, dtype=np.float32) / h - 0.5
-    )[:, None] * gy
+    ramp = (np.arange(w, dtype=np.float32) / w - 0.5)[None, :] * gx + (np.arange(h, dtype=np.float32) / h - 0.5)[
+        :, None
+    ] * gy
     attenuation = attenuation + ramp * (2.0 * exposure.heel)
 
     lut = _display_lut(round(exposure.mu, 3), round(exposure.gamma, 3), round(exposure.background, 3))

@@ -1,0 +1,172 @@
+"""Generating a labelled set of phantom files and its manifest, on several cores, with a progress bar."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deepxray.labels import BODY_PARTS, JOINT_NAMES
+from deepxray.phantoms.phantom import DEFAULT_SHAPE, Phantom, render_phantom
+from deepxray.phantoms.writers import EXTENSIONS, write_dicom, write_jpeg, write_png
+
+MANIFEST = "manifest.jsonl"
+# `--body-parts all`: every class, weighted for training the body-part model.
+ALL_BODY_PARTS = {"left_hand": 0.4, "right_hand": 0.15, "chest": 0.1, "foot": 0.1, "other_radiograph": 0.1,
+                  "not_radiograph": 0.15}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """What to generate; everything a worker needs to make image `index` on its own."""
+
+    seed: int = 0
+    distribution: str = "clinical"
+    file_format: str = "png"
+    shape: tuple[int, int] = DEFAULT_SHAPE
+    photometric: str = "MONOCHROME2"
+    dicom_compression: str = "none"
+
+
+def parse_body_parts(spec: str) -> dict[str, float]:
+    """`left_hand`, `all`, `left_hand,chest` or `left_hand:3,chest:1` to normalised weights."""
+    if spec.strip() == "all":
+        return dict(ALL_BODY_PARTS)
+    weights: dict[str, float] = {}
+    for item in spec.split(","):
+        name, _, weight = item.strip().partition(":")
+        if name not in BODY_PARTS:
+            raise ValueError(f"unknown body part {name!r}; choose from {', '.join(BODY_PARTS)} or 'all'")
+        weights[name] = float(weight) if weight else 1.0
+        if weights[name] <= 0:
+            raise ValueError(f"weight of {name} must be positive")
+    total = sum(weights.values())
+    return {name: w / total for name, w in weights.items()}
+
+
+def plan_body_parts(n: int, weights: dict[str, float], seed: int) -> list[str]:
+    """Exactly proportional counts (largest remainder), in an order shuffled by the seed."""
+    names = list(weights)
+    exact = np.array([weights[name] * n for name in names])
+    counts = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - counts), kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    plan = [name for name, count in zip(names, counts, strict=True) for _ in range(count)]
+    order = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2**31,))).permutation(n)
+    return [plan[i] for i in order]
+
+
+def manifest_record(phantom: Phantom, file: str, index: int, settings: GenerationSettings, **extra) -> dict:
+    """One manifest line: the file and everything known about it."""
+    image = phantom.image
+    record = {
+        "file": file,
+        "index": index,
+        "seed": settings.seed,
+        "body_part": phantom.body_part,
+        "kind": phantom.kind,
+        "laterality": phantom.laterality,
+        "width": int(image.shape[1]),
+        "height": int(image.shape[0]),
+        "pixel_spacing_mm": phantom.pixel_spacing_mm,
+        "format": settings.file_format,
+        "bits_stored": 12 if image.dtype == np.uint16 and settings.file_format != "jpeg" else 8,
+        "distribution": settings.distribution if phantom.scores else None,
+        "joints": None,
+        **extra,
+    }
+    if phantom.scores is not None and phantom.centers is not None:
+        record["joints"] = {
+            name: {"center": [round(c, 2) for c in phantom.centers[name]], "score": phantom.scores[name]}
+            for name in JOINT_NAMES
+        }
+        record["ring"] = phantom.extra.get("ring", False)
+    return record
+
+
+def write_phantom(out_dir: Path, index: int, body_part: str, settings: GenerationSettings) -> dict:
+    """Render and write image `index`; returns its manifest record."""
+    phantom = render_phantom(settings.seed, index, body_part, settings.distribution, settings.shape)
+    file = f"{index:05d}{EXTENSIONS[settings.file_format]}"
+    path = out_dir / file
+    extra = {}
+    if settings.file_format == "png":
+        write_png(path, phantom.image)
+    elif settings.file_format == "jpeg":
+        write_jpeg(path, phantom.image)
+    else:
+        photometric = "RGB" if phantom.image.ndim == 3 else settings.photometric
+        syntax = write_dicom(
+            path, phantom, f"{settings.seed}-{index}", settings.photometric, settings.dicom_compression
+        )
+        extra = {"photometric": photometric, "transfer_syntax": syntax}
+    return manifest_record(phantom, file, index, settings, **extra)
+
+
+def _worker_init() -> None:
+    # One thread per worker process: the cores are shared out between processes, not threads.
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def _work(job: tuple[Path, int, str, GenerationSettings]) -> dict:
+    return write_phantom(*job)
+
+
+def generate_dataset(
+    out_dir: Path,
+    n: int,
+    body_parts: str = "left_hand",
+    settings: GenerationSettings = GenerationSettings(),
+    workers: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Write `n` phantoms and `manifest.jsonl` (one JSON line per image, in index order) into `out_dir`."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plan = plan_body_parts(n, parse_body_parts(body_parts), settings.seed)
+    jobs = [(out_dir, i, part, settings) for i, part in enumerate(plan)]
+    workers = workers or os.cpu_count() or 1
+    records: Iterator[dict]
+    bar = tqdm(total=n, desc="phantoms", unit="img", disable=not progress)
+    manifest = out_dir / MANIFEST
+    tmp = manifest.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        if workers == 1:
+            _worker_init()
+            records = map(_work, jobs)
+            pool = None
+        else:
+            pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init)
+            records = pool.imap(_work, jobs, chunksize=1)
+        try:
+            for record in records:
+                f.write(json.dumps(record) + "\n")
+                bar.update(1)
+        finally:
+            if pool is not None:
+                pool.close()
+                pool.join()
+            bar.close()
+    tmp.replace(manifest)
+    (out_dir / "generation.json").write_text(
+        json.dumps({"n": n, "body_parts": body_parts, **asdict(settings)}, indent=2) + "\n", encoding="utf-8"
+    )
+    return manifest
+
+
+def read_manifest(path: Path) -> list[dict]:
+    """The records of a manifest file (or of `DIR/manifest.jsonl` when given a directory)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
