@@ -1,9 +1,9 @@
-"""Bytes of an upload to a grayscale, bone-bright pixel array: the one decoder for training, evaluation and serving.
+"""Upload bytes to a grayscale, bone-bright pixel array: one decoder for training, evaluation and serving.
 
-The format is sniffed from the first bytes, never taken from a file name or content type. The pixel count is read
-from the header and checked before any pixel is decoded, so a decompression bomb costs microseconds, not memory.
-PNG, JPEG and TIFF are decoded with OpenCV (the fastest here for 16-bit PNG), falling back to Pillow for the
-variants OpenCV does not read; DICOM goes through pydicom (see `deepxray.imaging.dicom`).
+The format is sniffed from the first bytes, never taken from a file name or content type. The pixel count is
+read from the header and checked before any pixel is decoded, so a decompression bomb costs microseconds, not
+memory. PNG, JPEG and TIFF are decoded with OpenCV (the fastest here for 16-bit PNG), falling back to Pillow
+for the variants OpenCV does not read; DICOM goes through pydicom (see `deepxray.imaging.dicom`).
 """
 
 import io
@@ -19,10 +19,11 @@ from deepxray.imaging.errors import (
     CorruptImageError,
     EmptyImageError,
     ImageTooLargeError,
+    ImagingError,
     UnsupportedFormatError,
 )
 
-__all__ = ["SUPPORTED_FORMATS", "DecodedImage", "decode_image"]
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "SUPPORTED_FORMATS", "DecodedImage", "decode_image"]
 
 DEFAULT_MAX_BYTES = 64 * 2**20
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -33,7 +34,7 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _DICOM_PREAMBLE = 128
 _PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF"}
-# EXIF orientation (tag 0x0112) to the transform that makes the image upright, as Pillow's `exif_transpose`.
+# The EXIF tag that says how to turn the stored pixels upright (1 = already upright; 2-8 flips and rotations).
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -45,7 +46,8 @@ def decode_image(
     Args:
         data: The file's bytes.
         max_bytes: Largest accepted upload.
-        max_pixels: Largest accepted width * height, checked from the header before decoding.
+        max_pixels: Largest accepted width * height, checked from the header before decoding. For PNG, JPEG
+            and TIFF, Pillow's own bomb limit (2 * `PIL.Image.MAX_IMAGE_PIXELS`, 179 Mpx) applies as well.
 
     Returns:
         The grayscale, bone-bright image (see `DecodedImage`).
@@ -60,9 +62,7 @@ def decode_image(
     if not data:
         raise EmptyImageError()
     if len(data) > max_bytes:
-        raise ImageTooLargeError(
-            f"The file has {len(data) / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.1f} MiB."
-        )
+        raise ImageTooLargeError(f"The file has {len(data) / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.1f} MiB.")
     data = bytes(data)  # memoryview/bytearray from a web framework: one immutable view for all readers
     format_name = _sniff_format(data)
     if format_name in ("dicom", "dicom_without_preamble"):
@@ -76,7 +76,7 @@ def decode_image(
 
 
 def _sniff_format(data: bytes) -> str | None:
-    """Names the format from magic bytes; "dicom_without_preamble" is only a candidate, confirmed by parsing."""
+    """Names the format from magic bytes ("dicom_without_preamble" is only a candidate until parsed)."""
     if data.startswith(_PNG_MAGIC):
         return "png"
     if data.startswith(_JPEG_MAGIC):
@@ -94,8 +94,8 @@ def _looks_like_dicom_dataset(data: bytes) -> bool:
     """Cheap pre-check for a DICOM data set written without the 128-byte preamble.
 
     Such files start with a little-endian tag of the file meta group (0002) or the identifying group (0008).
-    Requiring that before letting pydicom parse with `force=True` keeps random bytes, text and PDFs away from a
-    parser that accepts almost anything.
+    Requiring that before letting pydicom parse with `force=True` keeps random bytes, text and PDFs away from
+    a parser that accepts almost anything.
     """
     if len(data) < 8:
         return False
@@ -104,14 +104,16 @@ def _looks_like_dicom_dataset(data: bytes) -> bool:
 
 
 def _decode_raster(data: bytes, format_name: str, max_pixels: int) -> DecodedImage:
-    width, height, orientation = _read_raster_header(data, format_name)
-    check_pixel_count(width, height, max_pixels)
-    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if pixels is not None:
+    orientation = _check_raster_header(data, format_name, max_pixels)
+    try:
+        pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        pixels = None
+    if pixels is not None and pixels.size:
         gray, was_color = to_grayscale(pixels, channel_order="BGR")
     else:
-        # OpenCV returns None both for damage and for variants it lacks (some TIFF compressions, CMYK,
-        # arithmetic-coded JPEG); Pillow tells the two apart by raising on the damaged ones.
+        # OpenCV gives up both on damage and on variants it lacks (e.g. some TIFF sample formats);
+        # Pillow tells the two apart by raising on the damaged ones.
         gray, was_color = _decode_with_pillow(data, format_name)
     gray = as_supported_dtype(_make_upright(gray, orientation))
     return DecodedImage(
@@ -123,24 +125,43 @@ def _decode_raster(data: bytes, format_name: str, max_pixels: int) -> DecodedIma
     )
 
 
-def _read_raster_header(data: bytes, format_name: str) -> tuple[int, int, int]:
-    """Returns (width, height, EXIF orientation) from the header only; pixels are not decoded here."""
+def _check_raster_header(data: bytes, format_name: str, max_pixels: int) -> int:
+    """Checks the declared size against max_pixels from the header alone; returns the EXIF orientation."""
     try:
         # Pillow reads the header lazily. Between its warning (89 Mpx) and error (179 Mpx) thresholds it only
         # warns, and our own limit rejects the image right after; warnings are not silenced here because
         # `warnings.catch_warnings` is not thread-safe and decoding runs in threads.
         with Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[format_name]]) as image:
-            width, height = image.size
-            orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+            check_pixel_count(*image.size, max_pixels)
+            return _exif_orientation(image)
+    except ImagingError:
+        raise
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(
-            "The image declares more pixels than the decoder accepts (decompression bomb)."
+            f"The image declares over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; the limit is "
+            f"{max_pixels / 1e6:.1f} megapixels."
         ) from exc
     except Exception as exc:
         raise CorruptImageError(
             f"The {format_name.upper()} header could not be read; the file may be truncated or damaged."
         ) from exc
-    return width, height, orientation
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    """EXIF orientation (1 = upright) without decoding pixels; a damaged EXIF block counts as upright."""
+    try:
+        if image.format == "PNG":
+            # Pillow's PNG `getexif` decodes the whole image to look for an eXIf chunk after the pixel data;
+            # only one before it, already in `info`, is read here.
+            exif = Image.Exif()
+            if raw := image.info.get("exif"):
+                exif.load(raw)
+        else:
+            exif = image.getexif()
+        orientation = int(exif.get(_EXIF_ORIENTATION, 1))
+    except Exception:
+        return 1
+    return orientation if 1 <= orientation <= 8 else 1
 
 
 def _decode_with_pillow(data: bytes, format_name: str) -> tuple[np.ndarray, bool]:

@@ -7,14 +7,14 @@ import numpy as np
 
 from deepxray.imaging.errors import ImageTooLargeError
 
-# Decoded sample types we hand on unchanged; anything else (signed or 32-bit integers, float64) becomes float32.
+# Sample types handed on unchanged; anything else (signed or 32-bit integers, float64) becomes float32.
 _KEPT_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 
 # A pixel counts as coloured when its channels differ by more than this share of the full scale. Radiographs
 # exported as RGB (R = G = B, plus a few levels of JPEG chroma noise) stay well under it; photographs do not.
 _COLOUR_SPREAD = 0.04
-# ... and an image counts as colour when more than this share of its (subsampled) pixels is coloured, so a small
-# coloured annotation burnt into a radiograph does not make it a "photo".
+# ... and an image counts as colour when more than this share of its (subsampled) pixels is coloured, so a
+# small coloured annotation burnt into a radiograph does not make it a "photo".
 _COLOUR_AREA = 0.01
 # Colour is judged on about this many pixels: enough to be stable, cheap on a 2048 x 2560 image.
 _COLOUR_SAMPLES = 2**16
@@ -73,10 +73,8 @@ def has_colour(channels: np.ndarray) -> bool:
     step = max(1, int(np.sqrt(channels.shape[0] * channels.shape[1] / _COLOUR_SAMPLES)))
     sample = channels[::step, ::step, :3].astype(np.float32)
     spread = sample.max(axis=2) - sample.min(axis=2)
-    if channels.dtype.kind in "ui":
-        full_scale = float(np.iinfo(channels.dtype).max)
-    else:
-        full_scale = float(np.ptp(sample)) or 1.0
+    integer = channels.dtype.kind in "ui"
+    full_scale = float(np.iinfo(channels.dtype).max) if integer else float(np.ptp(sample)) or 1.0
     return bool(np.mean(spread > _COLOUR_SPREAD * full_scale) > _COLOUR_AREA)
 
 

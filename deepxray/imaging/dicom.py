@@ -1,7 +1,7 @@
 """DICOM to a bone-bright grayscale array with pydicom 3.
 
-Only the tags needed to build the image are read (`specific_tags`): patient and study tags are never parsed, so
-they cannot end up in a result, a log line or an error message. Decodes what the installed pydicom plugins
+Only the tags needed to build the image are read (`specific_tags`): patient and study tags are never parsed,
+so they cannot end up in a result, a log line or an error message. Decodes what the installed pydicom plugins
 decode: uncompressed, RLE Lossless (pydicom itself), JPEG baseline/extended (Pillow or pylibjpeg-libjpeg),
 JPEG lossless and JPEG-LS (pylibjpeg-libjpeg), JPEG 2000 (pylibjpeg-openjpeg or Pillow).
 """
@@ -20,8 +20,9 @@ _PALETTE_KEYWORDS = tuple(
     for colour in ("Red", "Green", "Blue")
     for prefix, suffix in (("", "Descriptor"), ("", "Data"), ("Segmented", "Data"))
 )
-# Everything pydicom needs to decode the first frame, plus what we read from it. Nothing that identifies a person.
+# What pydicom needs to decode the first frame, plus what we read from it. Nothing that identifies a person.
 _IMAGE_KEYWORDS = (
+    "SOPClassUID",
     "Rows",
     "Columns",
     "SamplesPerPixel",
@@ -81,21 +82,33 @@ def _read_dataset(data: bytes, has_preamble: bool):
     except Exception as exc:
         if not has_preamble:
             raise UnsupportedFormatError() from exc
-        raise CorruptImageError(
-            "The DICOM file could not be parsed; it may be truncated or damaged."
-        ) from exc
+        raise CorruptImageError("The DICOM file could not be parsed; it may be truncated or damaged.") from exc
     has_geometry = "Rows" in dataset and "Columns" in dataset
     has_pixels = any(keyword in dataset for keyword in _PIXEL_DATA_KEYWORDS)
     if not has_preamble and not (has_geometry and has_pixels):
         # `force=True` parses nearly any bytes into some data set; only one holding an image counts as DICOM.
         raise UnsupportedFormatError()
-    if not has_geometry and not has_pixels:
-        raise UnsupportedFormatError("The DICOM file holds no image (no pixel data).")
     if not has_pixels:
-        # pydicom silently drops an encapsulated Pixel Data element cut short, so a missing one next to
-        # Rows/Columns means truncation, not a non-image object.
+        sop_class = _sop_class_name(dataset)
+        if sop_class and "Image" not in sop_class:
+            raise UnsupportedFormatError(f"The DICOM file holds no image (it is a {sop_class} object).")
+        # An image object without pixel data was cut short: pydicom silently drops an encapsulated Pixel
+        # Data element that ends early, and stops reading at the end of a truncated header.
         raise CorruptImageError("The DICOM file has no pixel data; it may be truncated.")
     return dataset
+
+
+def _sop_class_name(dataset) -> str | None:
+    """Name of the SOP class (e.g. "Digital X-Ray Image Storage - For Presentation"), None when unknown."""
+    from pydicom.uid import UID
+
+    meta = getattr(dataset, "file_meta", None)
+    uid = (meta.get("MediaStorageSOPClassUID") if meta is not None else None) or dataset.get("SOPClassUID")
+    if not uid:
+        return None
+    name = UID(str(uid)).name
+    # pydicom names an unknown UID by the UID itself.
+    return None if name == str(uid) else name
 
 
 def _decode_dataset(dataset, max_pixels: int) -> DecodedImage:
@@ -175,7 +188,10 @@ def _invert(pixels: np.ndarray, bits_stored: int) -> np.ndarray:
 
 
 def _pixel_spacing(dataset) -> tuple[float, float] | None:
-    """(row, column) spacing in mm: calibrated Pixel Spacing first, then the detector's Imager Pixel Spacing."""
+    """(row, column) spacing in mm: calibrated Pixel Spacing first, then the detector's Imager Pixel Spacing.
+
+    Imager Pixel Spacing is measured at the detector and so includes the geometric magnification (~5-10 %).
+    """
     candidates = [dataset.get("PixelSpacing"), dataset.get("ImagerPixelSpacing")]
     shared = dataset.get("SharedFunctionalGroupsSequence")
     if shared and "PixelMeasuresSequence" in shared[0]:

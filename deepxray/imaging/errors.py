@@ -4,8 +4,8 @@ The ingress turns any `ImagingError` into `{"error": code, "detail": message}` w
 file can be bad is a 4xx here and never a 500 there.
 """
 
-# The formats `decode_image` reads, as `DecodedImage.format` names them. Kept here because the 415 message lists
-# them and the decoder imports this module, not the other way round.
+# The formats `decode_image` reads, as `DecodedImage.format` names them. Kept here because the 415 message
+# lists them and the decoder imports this module, not the other way round.
 SUPPORTED_FORMATS: tuple[str, ...] = ("png", "jpeg", "tiff", "dicom")
 
 

@@ -3,13 +3,11 @@
 import numpy as np
 
 # Percentiles are estimated on about this many pixels. On a 2048 x 2560 radiograph that is a stride of 4 in
-# both directions: ~20x faster than sorting every pixel, and the estimate moves by well under 1 % of the range.
+# both directions: ~20x faster than sorting every pixel, and the estimate moves by well under 1 % of range.
 _PERCENTILE_SAMPLES = 2**18
 
 
-def normalize_intensity(
-    pixels: np.ndarray, low_percentile: float = 0.5, high_percentile: float = 99.5
-) -> np.ndarray:
+def normalize_intensity(pixels: np.ndarray, low_percentile: float = 0.5, high_percentile: float = 99.5) -> np.ndarray:
     """Maps intensities to [0, 1] between two percentiles, clipping outside them.
 
     Percentiles rather than min/max so that a few hot or dead pixels, burnt-in labels or collimator edges do

@@ -2,7 +2,7 @@
 
 Coordinates are (x, y) in pixels with pixel centres at integer positions (OpenCV's convention): x = 0 is the
 centre of the first column. With this convention a point maps between image and view exactly as `cv2.resize`
-moves pixels, so a joint the detector finds in a 256-pixel view lands on the right pixel of a 2560-pixel image.
+moves pixels, so a joint found in a 256-pixel view lands on the right pixel of a 2560-pixel image.
 """
 
 from dataclasses import dataclass
