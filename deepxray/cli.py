@@ -31,6 +31,24 @@ def _phantoms_sheet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from deepxray.training.data import ManifestSource, SyntheticSource
+    from deepxray.training.run import TARGETS, TrainingPlan, train
+
+    targets = TARGETS if args.target == "all" else (args.target,)
+    if (args.data is None) == (args.synthetic is None):
+        raise ValueError("give exactly one of --data DIR (a manifest of labelled files) or --synthetic N")
+    if args.data is not None:
+        source = ManifestSource.open(args.data)
+    else:
+        source = SyntheticSource(seed=args.seed, n=args.synthetic)
+    epochs = {target: args.epochs for target in targets} if args.epochs else None
+    plan = TrainingPlan(targets=targets, out_dir=args.out, seed=args.seed, epochs=epochs)
+    train(plan, source, cache=args.cache)
+    print(f"wrote {', '.join(targets)} to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from deepxray.phantoms.phantom import DEFAULT_SHAPE
     from deepxray.phantoms.scores import DISTRIBUTIONS
@@ -64,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("--out", type=Path, default=Path("docs/phantoms.png"))
     sheet.add_argument("--seed", type=int, default=7)
     sheet.set_defaults(func=_phantoms_sheet)
+    trainer = commands.add_parser("train", help="train models and export them as versioned artifacts")
+    trainer.add_argument("target", choices=["body-part", "joints", "scorer", "all"])
+    trainer.add_argument("--data", type=Path, help="directory with labelled images and manifest.jsonl")
+    trainer.add_argument("--synthetic", type=int, metavar="N", help="render N phantoms in memory instead")
+    trainer.add_argument("--out", type=Path, required=True, help="directory for the model artifacts")
+    trainer.add_argument("--seed", type=int, default=0, help="seed of the data split, weights and phantoms")
+    trainer.add_argument("--epochs", type=int, default=None, help="at most this many epochs (early stopping)")
+    trainer.add_argument("--cache", type=Path, default=None, help="reuse or write the prepared arrays (.npz)")
+    trainer.set_defaults(func=_train)
     return parser
 
 

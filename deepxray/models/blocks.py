@@ -1,0 +1,18 @@
+"""Building blocks shared by the three networks."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+
+def conv_bn(x, filters: int, stride: int = 1, dilation: int = 1, name: str | None = None):
+    """3×3 convolution, batch normalisation, ReLU: the unit every network here is made of."""
+    x = layers.Conv2D(filters, 3, strides=stride, dilation_rate=dilation, padding="same", use_bias=False, name=name)(x)
+    x = layers.BatchNormalization(momentum=0.9)(x)
+    return layers.ReLU()(x)
+
+
+def image_input(size: int, name: str) -> keras.KerasTensor:
+    """A square one-channel float input in [0, 1]."""
+    return keras.Input(shape=(size, size, 1), name=name)

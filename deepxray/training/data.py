@@ -1,0 +1,226 @@
+"""Training examples: labelled radiographs turned into the arrays the three models learn from.
+
+Examples come from files listed in a manifest (the phantom generator's format, or a team's own radiographs in
+it) or are rendered in memory from the generator. Either way every image goes through the serving preprocessing
+(`deepxray.imaging.model_inputs`), so the models learn from exactly what they will see.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from deepxray.imaging import decode_image, mirror_points_horizontal
+from deepxray.imaging.model_inputs import (
+    CROP_SIZE,
+    NormalisedImage,
+    body_part_view,
+    detector_view,
+    joint_crops,
+)
+from deepxray.labels import BODY_PARTS, HAND_PARTS, JOINT_NAMES
+
+# Joint crops for training are cut with this much extra margin, so augmentation can shift and turn them.
+CROP_CONTEXT = 1.5
+CONTEXT_CROP_SIZE = int(round(CROP_SIZE * CROP_CONTEXT))
+
+
+@dataclass
+class Example:
+    """What one labelled image contributes: a body-part view always; a detector view and crops for a hand."""
+
+    image_id: int
+    body_part: int
+    body_view: np.ndarray  # (BODY_PART_VIEW,)*2 float16
+    detector_view: np.ndarray | None = None  # (DETECTOR_VIEW,)*2 float16, a left hand's orientation
+    detector_points: np.ndarray | None = None  # (10, 2) view pixels
+    crops: np.ndarray | None = None  # (10, CONTEXT_CROP_SIZE, CONTEXT_CROP_SIZE) float16
+    scores: np.ndarray | None = None  # (10,) int
+
+
+def prepare_example(pixels: np.ndarray, record: dict, image_id: int) -> Example:
+    """The serving preprocessing applied to one labelled image.
+
+    `record` has the manifest's keys: body_part, and for hands laterality and joints {name: {center, score}}.
+    A right hand is mirrored into a left hand's orientation, its centres with it, as the service does.
+    """
+    image = NormalisedImage.from_pixels(pixels)
+    example = Example(image_id, BODY_PARTS.index(record["body_part"]), body_part_view(image).astype(np.float16))
+    joints = record.get("joints")
+    if record["body_part"] not in HAND_PARTS or not joints:
+        return example
+    centers = np.array([joints[name]["center"] for name in JOINT_NAMES], dtype=np.float64)
+    if record.get("laterality") == "R":
+        image = image.mirrored()
+        centers = mirror_points_horizontal(centers, image.width)
+    view, transform = detector_view(image)
+    center_map = {name: tuple(c) for name, c in zip(JOINT_NAMES, centers, strict=True)}
+    example.detector_view = view.astype(np.float16)
+    example.detector_points = transform.to_view(centers).astype(np.float32)
+    crops = joint_crops(image, center_map, JOINT_NAMES, out_size=CONTEXT_CROP_SIZE, context=CROP_CONTEXT)
+    example.crops = crops.astype(np.float16)
+    example.scores = np.array([joints[name]["score"] for name in JOINT_NAMES], dtype=np.int64)
+    return example
+
+
+def degrade(pixels: np.ndarray, record: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """What happens to films on their way to us: JPEG at modest quality, lower resolution (labels follow).
+
+    Seen in training, these keep the models steady on the inputs the service must accept.
+    """
+    if rng.random() < 0.25:
+        factor = float(rng.uniform(0.45, 0.8))
+        h, w = pixels.shape[:2]
+        pixels = cv2.resize(pixels, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_AREA)
+        if record.get("joints"):
+            record = dict(record)
+            record["joints"] = {
+                name: {"center": [(c + 0.5) * factor - 0.5 for c in joint["center"]], "score": joint["score"]}
+                for name, joint in record["joints"].items()
+            }
+    if rng.random() < 0.25:
+        from deepxray.phantoms.writers import to_8bit
+
+        quality = int(rng.integers(55, 96))
+        _, encoded = cv2.imencode(".jpg", to_8bit(pixels), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        pixels = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+    return pixels, record
+
+
+@dataclass(frozen=True)
+class SyntheticSource:
+    """Phantoms rendered in memory: `n` images of the set `seed`, body parts mixed by `body_parts`."""
+
+    seed: int
+    n: int
+    body_parts: str = "left_hand:0.5,right_hand:0.2,chest:0.06,foot:0.06,other_radiograph:0.07,not_radiograph:0.11"
+    distribution: str = "balanced"
+    degrade: bool = True
+
+    def example(self, index_and_part: tuple[int, str]) -> Example:
+        from deepxray.phantoms.generate import GenerationSettings, manifest_record
+        from deepxray.phantoms.phantom import render_phantom
+
+        index, body_part = index_and_part
+        phantom = render_phantom(self.seed, index, body_part, self.distribution)
+        record = manifest_record(phantom, "", index, GenerationSettings(seed=self.seed))
+        pixels = phantom.image
+        if phantom.image.ndim == 3:
+            pixels = cv2.cvtColor(phantom.image, cv2.COLOR_RGB2GRAY)
+        if self.degrade:
+            pixels, record = degrade(pixels, record, np.random.default_rng([self.seed, index, 77]))
+        return prepare_example(pixels, record, index)
+
+    def jobs(self) -> list[tuple[int, str]]:
+        from deepxray.phantoms.generate import parse_body_parts, plan_body_parts
+
+        return list(enumerate(plan_body_parts(self.n, parse_body_parts(self.body_parts), self.seed)))
+
+
+@dataclass(frozen=True)
+class ManifestSource:
+    """Labelled files listed in a manifest (`DIR/manifest.jsonl`), decoded as the service decodes uploads."""
+
+    directory: Path
+    records: tuple = field(default=(), compare=False)
+
+    @classmethod
+    def open(cls, directory: Path) -> ManifestSource:
+        from deepxray.phantoms.generate import read_manifest
+
+        return cls(Path(directory), tuple(read_manifest(directory)))
+
+    def example(self, job: tuple[int, dict]) -> Example:
+        index, record = job
+        decoded = decode_image((self.directory / record["file"]).read_bytes())
+        return prepare_example(decoded.pixels, record, index)
+
+    def jobs(self) -> list[tuple[int, dict]]:
+        return list(enumerate(self.records))
+
+
+@dataclass
+class TrainingSet:
+    """All examples stacked into arrays, one group per model."""
+
+    body_views: np.ndarray
+    body_labels: np.ndarray
+    body_ids: np.ndarray
+    detector_views: np.ndarray
+    detector_points: np.ndarray
+    hand_ids: np.ndarray
+    crops: np.ndarray  # (hands, 10, S, S)
+    scores: np.ndarray  # (hands, 10)
+
+    @classmethod
+    def from_examples(cls, examples: Iterable[Example]) -> TrainingSet:
+        examples = list(examples)
+        hands = [e for e in examples if e.detector_view is not None]
+        crop_shape = (0, len(JOINT_NAMES), CONTEXT_CROP_SIZE, CONTEXT_CROP_SIZE)
+        return cls(
+            body_views=np.stack([e.body_view for e in examples]),
+            body_labels=np.array([e.body_part for e in examples], dtype=np.int64),
+            body_ids=np.array([e.image_id for e in examples], dtype=np.int64),
+            detector_views=np.stack([e.detector_view for e in hands]) if hands else np.zeros((0, 1, 1), np.float16),
+            detector_points=np.stack([e.detector_points for e in hands]) if hands else np.zeros((0, 10, 2)),
+            hand_ids=np.array([e.image_id for e in hands], dtype=np.int64),
+            crops=np.stack([e.crops for e in hands]) if hands else np.zeros(crop_shape, np.float16),
+            scores=np.stack([e.scores for e in hands]) if hands else np.zeros((0, 10), np.int64),
+        )
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **self.__dict__)
+
+    @classmethod
+    def load(cls, path: Path) -> TrainingSet:
+        with np.load(path) as data:
+            return cls(**{key: data[key] for key in data.files})
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)
+
+
+def build_training_set(
+    source: SyntheticSource | ManifestSource,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> TrainingSet:
+    """Prepare every example of `source`, on one process per core, in a fixed order."""
+    jobs = source.jobs()
+    workers = workers or os.cpu_count() or 1
+    examples = []
+    if workers == 1:
+        _init_worker()
+        iterator = map(source.example, jobs)
+        pool = None
+    else:
+        # Fork before TensorFlow is imported by the caller's training step: the workers only need numpy/cv2.
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker)
+        iterator = pool.imap(source.example, jobs, chunksize=4)
+    try:
+        for example in iterator:
+            examples.append(example)
+            if progress:
+                progress(1)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return TrainingSet.from_examples(examples)
+
+
+def validation_mask(ids: np.ndarray, share: float = 0.1, seed: int = 0) -> np.ndarray:
+    """Which examples are held out: chosen per image, so the ten joints of one image stay on one side."""
+    rng = np.random.default_rng([seed, 4242])
+    unique = np.unique(ids)
+    held = set(rng.choice(unique, size=max(1, int(round(len(unique) * share))), replace=False).tolist())
+    return np.array([i in held for i in ids])
