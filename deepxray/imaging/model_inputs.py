@@ -1,8 +1,9 @@
 """The arrays the three models see, made the same way for training and for serving.
 
 One decoded radiograph becomes: a normalised full-resolution image; a small letterboxed view for the body-part
-model; for a hand, the image mirrored to a left hand when it is a right one, a larger view for the joint detector,
-and ten oriented joint crops cut from the full-resolution image where the joints are.
+model; for a hand, a larger view for the joint detector and ten oriented joint crops cut from the full-resolution
+image where the joints are. A right hand's view and crops are flipped to a left hand's orientation, so the
+detector and the scorer only ever see left hands.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from deepxray.imaging.crop import crop_joint as _crop_joint
 from deepxray.imaging.crop import finger_axis_angles, joint_crop_size
 from deepxray.imaging.normalize import normalize_intensity
-from deepxray.imaging.views import ViewTransform, letterbox, mirror_horizontal
+from deepxray.imaging.views import ViewTransform, letterbox
 
 BODY_PART_VIEW = 128  # side of the body-part model's input
 DETECTOR_VIEW = 256  # side of the joint detector's input
@@ -32,14 +33,6 @@ class NormalisedImage:
     def from_pixels(cls, pixels: np.ndarray) -> NormalisedImage:
         return cls(normalize_intensity(pixels))
 
-    @property
-    def width(self) -> int:
-        return int(self.pixels.shape[1])
-
-    def mirrored(self) -> NormalisedImage:
-        """A right hand turned into a left hand's orientation (thumb on the image's right)."""
-        return NormalisedImage(mirror_horizontal(self.pixels))
-
 
 def body_part_view(image: NormalisedImage) -> np.ndarray:
     """(BODY_PART_VIEW, BODY_PART_VIEW) float32 view for the body-part model."""
@@ -47,34 +40,68 @@ def body_part_view(image: NormalisedImage) -> np.ndarray:
     return view.astype(np.float32)
 
 
-def detector_view(image: NormalisedImage) -> tuple[np.ndarray, ViewTransform]:
-    """(DETECTOR_VIEW, DETECTOR_VIEW) float32 view for the joint detector, and how to map points back."""
+@dataclass(frozen=True)
+class DetectorView:
+    """The detector's input: always a left hand's orientation, and the way back to the original image.
+
+    A right hand's view is the letterboxed image flipped left to right; points found in it map back to the
+    unflipped original, so nothing else of the full-size image ever needs mirroring.
+    """
+
+    pixels: np.ndarray  # (DETECTOR_VIEW, DETECTOR_VIEW) float32
+    transform: ViewTransform  # letterbox of the original (unflipped) image
+    mirrored: bool
+
+    def _flip(self, xy: np.ndarray) -> np.ndarray:
+        xy = np.array(xy, dtype=np.float64)
+        if self.mirrored:
+            xy[..., 0] = self.transform.view_size - 1 - xy[..., 0]
+        return xy
+
+    def to_image(self, xy_view: np.ndarray) -> np.ndarray:
+        """View pixels (as the detector sees them) to original image pixels."""
+        return self.transform.to_image(self._flip(xy_view))
+
+    def to_view(self, xy_image: np.ndarray) -> np.ndarray:
+        """Original image pixels to view pixels (as the detector sees them)."""
+        return self._flip(self.transform.to_view(xy_image))
+
+
+def detector_view(image: NormalisedImage, mirrored: bool = False) -> DetectorView:
+    """The joint detector's input; `mirrored` for a right hand."""
     view, transform = letterbox(image.pixels, DETECTOR_VIEW)
-    return view.astype(np.float32), transform
+    view = view.astype(np.float32)
+    if mirrored:
+        view = np.ascontiguousarray(view[:, ::-1])
+    return DetectorView(view, transform, mirrored)
 
 
 def joint_crops(
     image: NormalisedImage,
     centers: Mapping[str, tuple[float, float]],
     names: tuple[str, ...],
+    mirrored: bool = False,
     out_size: int = CROP_SIZE,
     context: float = 1.0,
 ) -> np.ndarray:
     """Crops of `names` (n, out_size, out_size), sized by the hand and turned so the finger points up.
 
-    `context` > 1 cuts a proportionally larger square into a proportionally larger crop (training cuts extra
-    margin so that it can shift and turn the crop for augmentation and still fill it).
+    Centres are in the original image. A right hand's crops (`mirrored`) are flipped left to right, so the
+    scorer always sees a left hand's joint. `context` > 1 cuts a proportionally larger square into a
+    proportionally larger crop (training cuts extra margin so it can shift and turn crops for augmentation).
     """
     size_px = joint_crop_size(centers) * context
     angles = finger_axis_angles(centers)
     crops = np.empty((len(names), out_size, out_size), dtype=np.float32)
     for i, name in enumerate(names):
         crops[i] = _crop_joint(image.pixels, centers[name], size_px, out_size=out_size, angle=angles[name])
+    if mirrored:
+        crops = np.ascontiguousarray(crops[:, :, ::-1])
     return crops
 
 
 def crop_boxes(centers: Mapping[str, tuple[float, float]]) -> dict[str, list[float]]:
-    """Axis-aligned boxes [x0, y0, x1, y1] around each joint's (possibly turned) crop, in image pixels."""
+    """Axis-aligned boxes [x0, y0, x1, y1] around each joint's (turned) crop, in image pixels."""
     half = joint_crop_size(centers) / 2
     angles = finger_axis_angles(centers)
     boxes = {}

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deepxray.imaging import decode_image, mirror_points_horizontal
+from deepxray.imaging import decode_image
 from deepxray.imaging.model_inputs import (
     CROP_SIZE,
     NormalisedImage,
@@ -37,10 +37,10 @@ class Example:
 
     image_id: int
     body_part: int
-    body_view: np.ndarray  # (BODY_PART_VIEW,)*2 float16
-    detector_view: np.ndarray | None = None  # (DETECTOR_VIEW,)*2 float16, a left hand's orientation
+    body_view: np.ndarray  # (BODY_PART_VIEW,)*2 float32
+    detector_view: np.ndarray | None = None  # (DETECTOR_VIEW,)*2 float32, a left hand's orientation
     detector_points: np.ndarray | None = None  # (10, 2) view pixels
-    crops: np.ndarray | None = None  # (10, CONTEXT_CROP_SIZE, CONTEXT_CROP_SIZE) float16
+    crops: np.ndarray | None = None  # (10, CONTEXT_CROP_SIZE, CONTEXT_CROP_SIZE) float32
     scores: np.ndarray | None = None  # (10,) int
 
 
@@ -48,23 +48,21 @@ def prepare_example(pixels: np.ndarray, record: dict, image_id: int) -> Example:
     """The serving preprocessing applied to one labelled image.
 
     `record` has the manifest's keys: body_part, and for hands laterality and joints {name: {center, score}}.
-    A right hand is mirrored into a left hand's orientation, its centres with it, as the service does.
+    A right hand's view and crops are flipped into a left hand's orientation, as the service does.
     """
     image = NormalisedImage.from_pixels(pixels)
-    example = Example(image_id, BODY_PARTS.index(record["body_part"]), body_part_view(image).astype(np.float16))
+    example = Example(image_id, BODY_PARTS.index(record["body_part"]), body_part_view(image))
     joints = record.get("joints")
     if record["body_part"] not in HAND_PARTS or not joints:
         return example
     centers = np.array([joints[name]["center"] for name in JOINT_NAMES], dtype=np.float64)
-    if record.get("laterality") == "R":
-        image = image.mirrored()
-        centers = mirror_points_horizontal(centers, image.width)
-    view, transform = detector_view(image)
+    mirrored = record.get("laterality") == "R"
+    view = detector_view(image, mirrored)
     center_map = {name: tuple(c) for name, c in zip(JOINT_NAMES, centers, strict=True)}
-    example.detector_view = view.astype(np.float16)
-    example.detector_points = transform.to_view(centers).astype(np.float32)
-    crops = joint_crops(image, center_map, JOINT_NAMES, out_size=CONTEXT_CROP_SIZE, context=CROP_CONTEXT)
-    example.crops = crops.astype(np.float16)
+    example.detector_view = view.pixels
+    example.detector_points = view.to_view(centers).astype(np.float32)
+    crops = joint_crops(image, center_map, JOINT_NAMES, mirrored, out_size=CONTEXT_CROP_SIZE, context=CROP_CONTEXT)
+    example.crops = crops
     example.scores = np.array([joints[name]["score"] for name in JOINT_NAMES], dtype=np.int64)
     return example
 
@@ -147,7 +145,11 @@ class ManifestSource:
 
 @dataclass
 class TrainingSet:
-    """All examples stacked into arrays, one group per model."""
+    """All examples stacked into arrays, one group per model.
+
+    Images are kept as float16 (half the memory of float32; about 3 significant digits, far finer than the
+    noise of any radiograph); examples themselves are float32, exactly what the service computes.
+    """
 
     body_views: np.ndarray
     body_labels: np.ndarray
@@ -164,13 +166,17 @@ class TrainingSet:
         hands = [e for e in examples if e.detector_view is not None]
         crop_shape = (0, len(JOINT_NAMES), CONTEXT_CROP_SIZE, CONTEXT_CROP_SIZE)
         return cls(
-            body_views=np.stack([e.body_view for e in examples]),
+            body_views=np.stack([e.body_view for e in examples]).astype(np.float16),
             body_labels=np.array([e.body_part for e in examples], dtype=np.int64),
             body_ids=np.array([e.image_id for e in examples], dtype=np.int64),
-            detector_views=np.stack([e.detector_view for e in hands]) if hands else np.zeros((0, 1, 1), np.float16),
+            detector_views=(
+                np.stack([e.detector_view for e in hands]).astype(np.float16)
+                if hands
+                else np.zeros((0, 1, 1), np.float16)
+            ),
             detector_points=np.stack([e.detector_points for e in hands]) if hands else np.zeros((0, 10, 2)),
             hand_ids=np.array([e.image_id for e in hands], dtype=np.int64),
-            crops=np.stack([e.crops for e in hands]) if hands else np.zeros(crop_shape, np.float16),
+            crops=np.stack([e.crops for e in hands]).astype(np.float16) if hands else np.zeros(crop_shape, np.float16),
             scores=np.stack([e.scores for e in hands]) if hands else np.zeros((0, 10), np.int64),
         )
 

@@ -1,0 +1,132 @@
+"""Loaded models ready to predict, in this process: what the deployments wrap and what evaluation calls.
+
+TensorFlow is imported here and only here on the serving path, when a model is loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from deepxray.models.artifacts import ModelCard, load_artifact
+
+
+def configure_threads(threads: int) -> None:
+    """TensorFlow's thread pools for this process (a replica's CPU share); must run before TF starts."""
+    import tensorflow as tf
+
+    threads = max(1, int(threads))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # TensorFlow already started in this process: its first setting stays
+
+
+class LoadedModel:
+    """A model artifact with a compiled predict function over batches of square one-channel images."""
+
+    def __init__(self, directory: Path):
+        import tensorflow as tf
+
+        self.directory = Path(directory)
+        self.model, self.card = load_artifact(self.directory)
+        size = self.card.input["shape"][0]
+        self.input_size = int(size)
+        model = self.model
+        self._predict = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32)],
+        )
+
+    @property
+    def card_info(self) -> ModelCard:
+        return self.card
+
+    @property
+    def tag(self) -> str:
+        return self.card.tag
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """(n, S, S) float images in [0, 1] -> the model's output for each."""
+        batch = np.asarray(images, dtype=np.float32)
+        if batch.shape[1:] != (self.input_size, self.input_size):
+            raise ValueError(f"{self.tag} takes ({self.input_size}, {self.input_size}) inputs, got {batch.shape[1:]}")
+        return self._predict(batch[..., None]).numpy()
+
+    def warm_up(self) -> None:
+        """One prediction, so the first request does not pay for tracing the graph."""
+        out = self.predict(np.zeros((1, self.input_size, self.input_size), np.float32))
+        if not np.all(np.isfinite(out)):
+            raise RuntimeError(f"{self.tag} gives non-finite output on a blank input: the model is unusable")
+
+
+class MicroBatcher:
+    """Gathers items submitted together (e.g. the ten crops of one image) into one batched call.
+
+    The in-process stand-in for Ray Serve's `@serve.batch`: calls made in the same event-loop turn are run as
+    one batch, in a worker thread.
+    """
+
+    def __init__(self, run_batch: Callable[[np.ndarray], np.ndarray], max_batch: int = 64):
+        self.run_batch = run_batch
+        self.max_batch = max_batch
+        self._pending: list[tuple[np.ndarray, asyncio.Future]] = []
+
+    async def __call__(self, item: np.ndarray) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((item, future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush)
+        elif len(self._pending) >= self.max_batch:
+            self._flush()
+        return await future
+
+    def _flush(self) -> None:
+        items, self._pending = self._pending, []
+        if items:
+            asyncio.ensure_future(self._run(items))
+
+    async def _run(self, items) -> None:
+        try:
+            results = await asyncio.to_thread(self.run_batch, np.stack([item for item, _ in items]))
+        except Exception as exc:  # every waiting caller learns of the failure
+            for _, future in items:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(items, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+
+def local_models(models_dir: Path, threads: int | None = None):
+    """The three models loaded in this process, as the pipeline's `Models`."""
+    import os
+
+    from deepxray.pipeline import Models
+
+    configure_threads(threads or os.cpu_count() or 1)
+    models_dir = Path(models_dir)
+    body = LoadedModel(models_dir / "body_part")
+    detector = LoadedModel(models_dir / "joint_detection")
+    scorer = LoadedModel(models_dir / "ratingen_score")
+    for model in (body, detector, scorer):
+        model.warm_up()
+
+    async def classify(view: np.ndarray) -> np.ndarray:
+        return (await asyncio.to_thread(body.predict, view[None]))[0]
+
+    async def detect(view: np.ndarray) -> np.ndarray:
+        return (await asyncio.to_thread(detector.predict, view[None]))[0]
+
+    return Models(
+        classify=classify,
+        detect=detect,
+        score=MicroBatcher(scorer.predict),
+        versions={"body_part": body.tag, "joint_detection": detector.tag, "ratingen_score": scorer.tag},
+    )

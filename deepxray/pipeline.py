@@ -1,0 +1,197 @@
+"""The scoring pipeline, written once: decode → body part → (mirror) → detect → crop → score → answer.
+
+The three models come in as async callables, so the same steps run behind the Ray Serve ingress (deployment
+handles), in the evaluation and in the monolith baseline (in-process models), and in unit tests (fakes). The
+served answer and the evaluated answer cannot differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from deepxray.imaging import decode_image
+from deepxray.imaging.model_inputs import (
+    NormalisedImage,
+    body_part_view,
+    crop_boxes,
+    detector_view,
+    joint_crops,
+)
+from deepxray.labels import BODY_PARTS, HAND_PARTS, JOINT_NAMES, RESEARCH_NOTICE
+
+DEFAULT_MAX_BYTES = 64 * 2**20
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+@dataclass(frozen=True)
+class PipelineLimits:
+    """Thresholds of the pipeline (the app builder's arguments set them in the service)."""
+
+    accept_probability: float = 0.5  # least body-part probability of a hand to go on
+    min_joint_confidence: float = 0.2  # least detector confidence for every joint
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+class ScoringError(Exception):
+    """An input the pipeline cannot score, with the HTTP status and a sentence a user understands."""
+
+    status = 422
+    code = "unscorable"
+
+    def __init__(self, detail: str, **extra):
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    def to_json(self) -> dict:
+        return {"error": self.code, "detail": self.detail, **self.extra}
+
+
+class NotAHandError(ScoringError):
+    code = "not_a_hand"
+
+
+class JointsNotFoundError(ScoringError):
+    code = "joints_not_found"
+
+
+@dataclass(frozen=True)
+class BodyPartAnswer:
+    label: str
+    probability: float
+    probabilities: list[float]
+
+
+@dataclass(frozen=True)
+class Models:
+    """The three models as async callables, and their `name@version` tags."""
+
+    classify: Callable[[np.ndarray], Awaitable[np.ndarray]]  # view -> probabilities over BODY_PARTS
+    detect: Callable[[np.ndarray], Awaitable[np.ndarray]]  # view -> (10, 3) x, y (view px), confidence
+    score: Callable[[np.ndarray], Awaitable[np.ndarray]]  # one crop -> 6 probabilities
+    versions: dict[str, str]
+
+
+@dataclass
+class Timings:
+    """Seconds spent in each step of one request (for logs and the benchmark)."""
+
+    decode: float = 0.0
+    body_part: float = 0.0
+    detect: float = 0.0
+    crop: float = 0.0
+    score: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.decode + self.body_part + self.detect + self.crop + self.score
+
+
+def _prepare(data: bytes, limits: PipelineLimits) -> tuple[NormalisedImage, np.ndarray]:
+    decoded = decode_image(data, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
+    image = NormalisedImage.from_pixels(decoded.pixels)
+    return image, body_part_view(image)
+
+
+def interpret_body_part(probabilities: np.ndarray, limits: PipelineLimits) -> BodyPartAnswer:
+    """The most probable class; refuses (422) anything but a confident hand."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    best = int(np.argmax(probabilities))
+    answer = BodyPartAnswer(BODY_PARTS[best], float(probabilities[best]), [float(p) for p in probabilities])
+    if answer.label not in HAND_PARTS:
+        seen = answer.label.replace("_", " ")
+        raise NotAHandError(
+            f"This image does not look like a hand radiograph: the body-part model saw {seen} "
+            f"(probability {answer.probability:.2f}). Only hand radiographs are scored.",
+            body_part={"label": answer.label, "probability": round(answer.probability, 4)},
+        )
+    if answer.probability < limits.accept_probability:
+        raise NotAHandError(
+            f"The body-part model is not confident this is a hand radiograph (it saw "
+            f"{answer.label.replace('_', ' ')} with probability {answer.probability:.2f}, below "
+            f"{limits.accept_probability:.2f}), so it is not scored.",
+            body_part={"label": answer.label, "probability": round(answer.probability, 4)},
+        )
+    return answer
+
+
+async def score_radiograph(
+    data: bytes,
+    models: Models,
+    limits: PipelineLimits = PipelineLimits(),
+    request_id: str = "",
+    timings: Timings | None = None,
+) -> dict:
+    """Score one uploaded radiograph; returns the `/score` answer.
+
+    Raises `deepxray.imaging.ImagingError` (400/413/415) for files that cannot be read and `ScoringError` (422)
+    for images that are not a scorable hand. CPU-heavy steps run in threads, so an event loop serving other
+    requests is never blocked.
+    """
+    timings = timings if timings is not None else Timings()
+    start = time.perf_counter()
+    image, view = await asyncio.to_thread(_prepare, data, limits)
+    timings.decode = time.perf_counter() - start
+
+    start = time.perf_counter()
+    body = interpret_body_part(await models.classify(view), limits)
+    timings.body_part = time.perf_counter() - start
+    mirrored = body.label == "right_hand"
+
+    start = time.perf_counter()
+    hand_view = await asyncio.to_thread(detector_view, image, mirrored)
+    keypoints = np.asarray(await models.detect(hand_view.pixels), dtype=np.float64)
+    timings.detect = time.perf_counter() - start
+    confidence = keypoints[:, 2]
+    if confidence.min() < limits.min_joint_confidence:
+        missing = [name for name, c in zip(JOINT_NAMES, confidence, strict=True) if c < limits.min_joint_confidence]
+        raise JointsNotFoundError(
+            f"The joint detector could not find {', '.join(missing)} with confidence (least "
+            f"{confidence.min():.2f}, needed {limits.min_joint_confidence:.2f}); the image may be cropped, "
+            "overexposed or show a hand in an unusual position.",
+            joints_not_found=missing,
+        )
+    centers_xy = hand_view.to_image(keypoints[:, :2])
+    centers = {name: (float(x), float(y)) for name, (x, y) in zip(JOINT_NAMES, centers_xy, strict=True)}
+
+    start = time.perf_counter()
+    crops = await asyncio.to_thread(joint_crops, image, centers, JOINT_NAMES, mirrored)
+    timings.crop = time.perf_counter() - start
+
+    start = time.perf_counter()
+    # All ten crops go out at once: the scorer batches them (and crops of other requests) into one pass.
+    probabilities = await asyncio.gather(*(models.score(crop) for crop in crops))
+    timings.score = time.perf_counter() - start
+    return assemble_answer(body, centers, confidence, probabilities, models.versions, request_id)
+
+
+def assemble_answer(body, centers, confidence, probabilities, versions, request_id) -> dict:
+    """The `/score` JSON: the original's `scores` object first, then the details."""
+    boxes = crop_boxes(centers)
+    joints, scores = {}, {}
+    for i, name in enumerate(JOINT_NAMES):
+        p = np.asarray(probabilities[i], dtype=np.float64)
+        scores[name] = int(np.argmax(p))
+        joints[name] = {
+            "score": scores[name],
+            "probabilities": [round(float(v), 4) for v in p],
+            "center": [round(c, 1) for c in centers[name]],
+            "box": [round(c, 1) for c in boxes[name]],
+            "confidence": round(float(confidence[i]), 4),
+        }
+    return {
+        "scores": scores,
+        "total": int(sum(scores.values())),
+        "body_part": {"label": body.label, "probability": round(body.probability, 4)},
+        "laterality": "R" if body.label == "right_hand" else "L",
+        "joints": joints,
+        "models": dict(versions),
+        "request_id": request_id,
+        "notice": RESEARCH_NOTICE,
+    }
