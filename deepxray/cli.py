@@ -49,6 +49,19 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from evaluation.run import run_evaluation
+
+    if args.models and args.url:
+        raise ValueError("give --models or --url, not both")
+    files = run_evaluation(
+        args.data, args.out, models=args.models, url=args.url, compare=args.compare, resamples=args.resamples,
+        seed=args.seed, limit=args.limit,
+    )  # fmt: skip
+    print(f"wrote {files['markdown']} (research use only; figures on phantoms are not clinical accuracy)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from deepxray.phantoms.phantom import DEFAULT_SHAPE
     from deepxray.phantoms.scores import DISTRIBUTIONS
@@ -91,6 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--epochs", type=int, default=None, help="at most this many epochs (early stopping)")
     trainer.add_argument("--cache", type=Path, default=None, help="reuse or write the prepared arrays (.npz)")
     trainer.set_defaults(func=_train)
+
+    evaluate = commands.add_parser("evaluate", help="the original study's metric tables for a model set")
+    evaluate.add_argument("--data", type=Path, required=True, help="a phantom folder / manifest.jsonl, or a CSV")
+    evaluate.add_argument("--out", type=Path, required=True, help="report directory (Markdown, JSON, PNG)")
+    evaluate.add_argument("--models", type=Path, default=None, help="model folder (default: the shipped models)")
+    evaluate.add_argument("--url", default=None, help="evaluate a running service instead, e.g. http://127.0.0.1:8000")
+    evaluate.add_argument("--compare", type=Path, default=None, help="a second model folder to compare with")
+    evaluate.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    evaluate.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    evaluate.set_defaults(func=_evaluate)
     return parser
 
 

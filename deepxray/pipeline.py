@@ -156,6 +156,7 @@ async def score_radiograph(
             f"{confidence.min():.2f}, needed {limits.min_joint_confidence:.2f}); the image may be cropped, "
             "overexposed or show a hand in an unusual position.",
             joints_not_found=missing,
+            body_part={"label": body.label, "probability": round(body.probability, 4)},
         )
     centers_xy = hand_view.to_image(keypoints[:, :2])
     centers = {name: (float(x), float(y)) for name, (x, y) in zip(JOINT_NAMES, centers_xy, strict=True)}

@@ -1,0 +1,128 @@
+"""Running a model set over labelled images: in this process, or against a running service over HTTP.
+
+Both paths produce the same `ImageResult`s from the same pipeline, so the numbers agree (the service runs
+`deepxray.pipeline.score_radiograph` too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from evaluation.data import LabelledImage
+from evaluation.results import ImageResult
+
+Outcome = tuple[int, dict]  # HTTP-like status, JSON body
+
+
+def result_from_answer(image_id: str, image: LabelledImage, status: int, body: dict, seconds: float) -> ImageResult:
+    """One evaluated image from a `/score` answer (200) or its error (422 names the body part it saw)."""
+    accepted = status == 200
+    body_part = body.get("body_part") or {}
+    joints = body.get("joints") or {}
+    return ImageResult(
+        image_id=image_id,
+        true_body_part=image.body_part,
+        pred_body_part=body_part.get("label"),
+        body_part_probability=body_part.get("probability"),
+        accepted=accepted,
+        true_scores=image.scores,
+        pred_scores=body.get("scores") if accepted else None,
+        pred_probabilities={k: j["probabilities"] for k, j in joints.items()} if accepted else None,
+        true_centers=image.centers,
+        pred_centers={k: tuple(j["center"]) for k, j in joints.items()} if accepted else None,
+        seconds=seconds,
+    )
+
+
+def in_process_scorer(models_dir: Path) -> Callable[[bytes], Outcome]:
+    """Score with the models of `models_dir` loaded in this process."""
+    from deepxray.imaging import ImagingError
+    from deepxray.models.runtime import local_models
+    from deepxray.pipeline import ScoringError, score_radiograph
+
+    models = local_models(models_dir)
+    loop = asyncio.new_event_loop()
+
+    def score(data: bytes) -> Outcome:
+        try:
+            return 200, loop.run_until_complete(score_radiograph(data, models))
+        except (ScoringError, ImagingError) as error:
+            return error.status, error.to_json()
+
+    return score
+
+
+def http_scorer(url: str, timeout_s: float = 60.0) -> Callable[[bytes], Outcome]:
+    """Score by posting to a running service's `/score` (`url` is its base, e.g. http://127.0.0.1:8000)."""
+    import httpx
+
+    client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s)
+
+    def score(data: bytes) -> Outcome:
+        response = client.post("/score", files={"xray": ("image", data, "application/octet-stream")})
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        return response.status_code, body
+
+    return score
+
+
+def evaluate(
+    images: list[LabelledImage], score: Callable[[bytes], Outcome], progress: bool = True, name: str = "evaluating"
+) -> list[ImageResult]:
+    """Score every image (with a progress bar) and pair each answer with its labels."""
+    from tqdm import tqdm
+
+    results = []
+    for index, image in enumerate(tqdm(images, desc=name, unit="img", disable=not progress)):
+        data = Path(image.path).read_bytes()
+        start = time.perf_counter()
+        status, body = score(data)
+        seconds = time.perf_counter() - start
+        if status not in (200, 422):
+            raise RuntimeError(f"{image.path}: the scorer answered {status}: {body.get('detail', body)}")
+        results.append(result_from_answer(f"{index}:{Path(image.path).name}", image, status, body, seconds))
+    return results
+
+
+def describe(models: Path | None, url: str | None) -> str:
+    return f"service at {url}" if url else f"models in {models}"
+
+
+def run_evaluation(
+    data: Path,
+    out_dir: Path,
+    models: Path | None = None,
+    url: str | None = None,
+    compare: Path | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """`deepxray evaluate`: evaluate (and optionally compare) and write the report; returns the written files."""
+    from deepxray.models.artifacts import default_models_dir
+    from evaluation.data import load_labels
+    from evaluation.report import write_report
+    from evaluation.results import compare_results, summarise
+
+    images = load_labels(data)[:limit]
+    if url is None:
+        models = models or default_models_dir()
+    scorer = http_scorer(url) if url else in_process_scorer(models)
+    results = evaluate(images, scorer, progress, name="model set A")
+    summary = summarise(results, n_resamples=resamples, seed=seed)
+    title = f"DeepXRay evaluation: {describe(models, url)} on {data} ({len(images)} images)"
+    comparison = None
+    if compare is not None:
+        other = evaluate(images, in_process_scorer(compare), progress, name="model set B")
+        comparison = compare_results(results, other, n_resamples=resamples, seed=seed)
+        title += f", compared with models in {compare}"
+    return write_report(
+        summary, out_dir, title, compare=comparison, compare_name=str(compare), name=describe(models, url)
+    )
