@@ -16,9 +16,13 @@ ACCEPT_THRESHOLD = 0.5
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature minimising the negative log-likelihood of held-out labels (a 1-D search)."""
+    """The temperature minimising the negative log-likelihood of held-out labels (a 1-D search over [1, 8]).
+
+    Only softening is allowed: when the held-out set is classified without error, the likelihood keeps rising
+    as the temperature falls towards 0, which would make the model ever more overconfident.
+    """
     best_t, best_nll = 1.0, np.inf
-    for t in np.exp(np.linspace(np.log(0.25), np.log(8.0), 200)):
+    for t in np.exp(np.linspace(0.0, np.log(8.0), 200)):
         z = logits / t
         z = z - z.max(axis=1, keepdims=True)
         log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
