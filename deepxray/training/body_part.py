@@ -44,7 +44,7 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
     return float(ece)
 
 
-def train_body_part(data: TrainingSet, out_dir: Path, seed: int, epochs: int = 30, batch: int = 64):
+def train_body_part(data: TrainingSet, out_dir: Path, seed: int, epochs: int = 12, batch: int = 64):
     """Returns the trained model (calibrated) and its validation metrics."""
     import keras
     import tensorflow as tf

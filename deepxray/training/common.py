@@ -61,7 +61,7 @@ class EpochLog:
                 self.start = time.perf_counter()
 
             def on_epoch_end(self, epoch, logs=None):
-                metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()))
+                metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted((logs or {}).items()))
                 print(f"  epoch {epoch + 1}: {metrics} ({time.perf_counter() - self.start:.0f} s)", flush=True)
 
         return _EpochLog()

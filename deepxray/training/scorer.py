@@ -53,7 +53,7 @@ def _geometric_augmentation():
     )
 
 
-def train_scorer(data: TrainingSet, out_dir: Path, seed: int, epochs: int = 30, batch: int = 128):
+def train_scorer(data: TrainingSet, out_dir: Path, seed: int, epochs: int = 15, batch: int = 128):
     """Returns the trained scorer and its validation metrics (on centred crops)."""
     import keras
 

@@ -1,0 +1,548 @@
+"""The ingress without Ray: the HTTP app (`create_app`) over fake async models, and the serve config.
+
+The fakes stand where the deployment handles stand in the service, so these tests run the same routes, upload
+handling, pipeline, stage timeouts, error mapping and request ids as the served application, in milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+from ray.exceptions import ActorUnavailableError
+from ray.serve.exceptions import BackPressureError
+from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema
+
+from deepxray.app import AppArgs, build_app
+from deepxray.deployments.body_part import BodyPart
+from deepxray.deployments.common import IngressSettings, from_wire, threads_for, to_wire
+from deepxray.deployments.ingress import (
+    MODEL_NAMES,
+    Ingress,
+    ScoringService,
+    create_app,
+)
+from deepxray.deployments.joint_detection import JointDetection
+from deepxray.deployments.ratingen_score import RatingenScore
+from deepxray.imaging import SUPPORTED_FORMATS, decode_image
+from deepxray.imaging.model_inputs import NormalisedImage, detector_view
+from deepxray.labels import BODY_PARTS, JOINT_NAMES, RATINGEN_CLASSES, RESEARCH_NOTICE
+from deepxray.models.runtime import MicroBatcher
+from deepxray.pipeline import Timings
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = (640, 512)  # rows, columns: phantoms small enough to decode and crop in milliseconds
+
+
+def probabilities(label: str, confidence: float = 0.9) -> np.ndarray:
+    """Body-part probabilities with `confidence` on `label`."""
+    p = np.full(len(BODY_PARTS), (1.0 - confidence) / (len(BODY_PARTS) - 1), dtype=np.float32)
+    p[BODY_PARTS.index(label)] = confidence
+    return p
+
+
+def ratingen(grade: int) -> np.ndarray:
+    p = np.full(len(RATINGEN_CLASSES), 0.02, dtype=np.float32)
+    p[grade] = 0.9
+    return p
+
+
+class OracleDetector:
+    """Finds the joints where the phantom has them, in whichever view (plain or mirrored) it is shown."""
+
+    def __init__(self, data: bytes, centers: dict[str, tuple[float, float]], confidence: float = 0.95):
+        image = NormalisedImage.from_pixels(decode_image(data).pixels)
+        self.views = {mirrored: detector_view(image, mirrored) for mirrored in (False, True)}
+        self.centers = np.array([centers[name] for name in JOINT_NAMES])
+        self.confidence = np.full(len(JOINT_NAMES), confidence)
+        self.saw_mirrored: list[bool] = []
+
+    async def __call__(self, view: np.ndarray) -> np.ndarray:
+        mirrored = bool(np.allclose(view, self.views[True].pixels))
+        self.saw_mirrored.append(mirrored)
+        xy = self.views[mirrored].to_view(self.centers)
+        return np.column_stack([xy, self.confidence]).astype(np.float32)
+
+
+class FakeModels:
+    """The ModelBackend of `deepxray.deployments.ingress` with async fakes in place of deployment handles."""
+
+    def __init__(self, body=None, detector=None, scorer=None, ready: bool = True):
+        self.body = body or (lambda view: probabilities("left_hand"))
+        self.detector = detector
+        self.scorer = scorer or self._constant_score
+        self.ready = ready
+        self.crops_seen = 0
+
+    async def _constant_score(self, crop: np.ndarray) -> np.ndarray:
+        return ratingen(1)
+
+    async def classify(self, view: np.ndarray) -> np.ndarray:
+        assert view.shape == (128, 128) and view.dtype == np.float32
+        answer = self.body(view)
+        return await answer if asyncio.iscoroutine(answer) else answer
+
+    def detect(self, view: np.ndarray):
+        return self.detector(view)
+
+    def score(self, crop: np.ndarray):
+        self.crops_seen += 1
+        return self.scorer(crop)
+
+    async def info(self) -> dict[str, dict]:
+        return {name: {"tag": f"{name}@test", "ready": self.ready} for name in MODEL_NAMES}
+
+    async def cards(self) -> dict[str, dict]:
+        return {name: {"name": name, "version": "test", "intended_use": "research use only"} for name in MODEL_NAMES}
+
+
+def client_for(models: FakeModels, **settings) -> TestClient:
+    return TestClient(create_app(ScoringService(models, IngressSettings(**settings))))
+
+
+def post(client: TestClient, data: bytes, name: str = "upload.png", **kwargs):
+    return client.post("/score", files={"xray": (name, data, "application/octet-stream")}, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def left_hand(radiographs):
+    data = radiographs.file("left_hand", "png", shape=SMALL)
+    return data, radiographs.phantom("left_hand", shape=SMALL)
+
+
+@pytest.fixture(scope="module")
+def right_hand(radiographs):
+    data = radiographs.file("right_hand", "png", shape=SMALL)
+    return data, radiographs.phantom("right_hand", shape=SMALL)
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] == code
+    assert isinstance(body["detail"], str) and body["detail"].endswith(".")
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+# ------------------------------------------------------------------------------------------------ answers
+
+
+def test_left_hand_gets_the_contract_answer(left_hand):
+    data, phantom = left_hand
+    models = FakeModels(detector=OracleDetector(data, phantom.centers))
+    response = post(client_for(models), data)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert list(answer) == ["scores", "total", "body_part", "laterality", "joints", "models", "request_id", "notice"]
+    assert list(answer["scores"]) == list(JOINT_NAMES)
+    assert answer["scores"] == dict.fromkeys(JOINT_NAMES, 1)
+    assert answer["total"] == 10
+    assert answer["body_part"] == {"label": "left_hand", "probability": 0.9}
+    assert answer["laterality"] == "L"
+    assert answer["models"] == {name: f"{name}@test" for name in MODEL_NAMES}
+    assert answer["notice"] == RESEARCH_NOTICE
+    assert answer["request_id"] == response.headers["x-request-id"]
+    for name in JOINT_NAMES:
+        joint = answer["joints"][name]
+        assert set(joint) == {"score", "probabilities", "center", "box", "confidence"}
+        assert len(joint["probabilities"]) == len(RATINGEN_CLASSES)
+        x0, y0, x1, y1 = joint["box"]
+        assert x0 < joint["center"][0] < x1 and y0 < joint["center"][1] < y1
+        np.testing.assert_allclose(joint["center"], phantom.centers[name], atol=1.5)
+    assert models.detector.saw_mirrored == [False]
+    assert models.crops_seen == 10
+
+
+def test_right_hand_is_mirrored_for_the_models_and_answered_in_the_original_image(right_hand):
+    data, phantom = right_hand
+    models = FakeModels(
+        body=lambda view: probabilities("right_hand", 0.8), detector=OracleDetector(data, phantom.centers)
+    )
+    answer = post(client_for(models), data).json()
+    assert answer["laterality"] == "R"
+    assert answer["body_part"]["label"] == "right_hand"
+    assert models.detector.saw_mirrored == [True]  # the detector only ever sees left-oriented hands
+    for name in JOINT_NAMES:  # ... but the centres are where the joints are in the uploaded image
+        np.testing.assert_allclose(answer["joints"][name]["center"], phantom.centers[name], atol=1.5)
+
+
+def test_jpeg_and_dicom_uploads_are_scored(radiographs):
+    for data in (
+        radiographs.file("left_hand", "jpeg", shape=SMALL),
+        radiographs.file("left_hand", "dicom", shape=SMALL, photometric="MONOCHROME1"),
+    ):
+        models = FakeModels(detector=OracleDetector(data, radiographs.phantom("left_hand", shape=SMALL).centers))
+        response = post(client_for(models), data, name="hand.dcm")
+        assert response.status_code == 200, response.text
+        assert response.json()["laterality"] == "L"
+
+
+def test_not_a_hand_is_422_naming_what_was_seen(left_hand):
+    client = client_for(FakeModels(body=lambda view: probabilities("chest", 0.87)))
+    body = assert_error(post(client, left_hand[0]), 422, "not_a_hand")
+    assert "chest" in body["detail"] and "0.87" in body["detail"]
+    assert body["body_part"] == {"label": "chest", "probability": 0.87}
+
+
+def test_a_doubtful_hand_is_422(left_hand):
+    client = client_for(FakeModels(body=lambda view: probabilities("left_hand", 0.4)))
+    body = assert_error(post(client, left_hand[0]), 422, "not_a_hand")
+    assert "not confident" in body["detail"]
+
+
+def test_low_joint_confidence_is_422(left_hand):
+    data, phantom = left_hand
+    detector = OracleDetector(data, phantom.centers)
+    detector.confidence[[1, 7]] = 0.05
+    body = assert_error(post(client_for(FakeModels(detector=detector)), data), 422, "joints_not_found")
+    assert body["joints_not_found"] == ["mcp2", "pip3"]
+    assert "mcp2" in body["detail"]
+
+
+# --------------------------------------------------------------------------------------- concurrency, batching
+
+
+def test_the_ten_crops_reach_the_scorer_concurrently(left_hand):
+    data, phantom = left_hand
+    in_flight, most = 0, 0
+
+    async def scorer(crop: np.ndarray) -> np.ndarray:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            for _ in range(300):  # a caller awaiting one crop at a time would keep this at 1 (and wait 3 s each)
+                if in_flight >= len(JOINT_NAMES):
+                    break
+                await asyncio.sleep(0.01)
+            return ratingen(0)
+        finally:
+            in_flight -= 1
+
+    service = ScoringService(FakeModels(detector=OracleDetector(data, phantom.centers), scorer=scorer))
+    answer = asyncio.run(service.score(data, "concurrency", Timings()))
+    assert most == 10
+    assert answer["total"] == 0
+
+
+def test_the_ten_crops_are_scored_in_one_batch(left_hand):
+    data, phantom = left_hand
+    batches: list[tuple[int, ...]] = []
+
+    def run_batch(crops: np.ndarray) -> np.ndarray:
+        batches.append(crops.shape)
+        return np.stack([ratingen(2)] * len(crops))
+
+    batcher = MicroBatcher(run_batch)  # the in-process stand-in for @serve.batch
+
+    service = ScoringService(FakeModels(detector=OracleDetector(data, phantom.centers), scorer=batcher))
+    answer = asyncio.run(service.score(data, "batching", Timings()))
+    assert batches == [(10, 96, 96)]
+    assert answer["scores"] == dict.fromkeys(JOINT_NAMES, 2)
+
+
+# ------------------------------------------------------------------------------------------- error statuses
+
+
+def test_empty_file_is_400(bad_files):
+    assert_error(post(client_for(FakeModels()), bad_files["empty"]), 400, "empty_file")
+
+
+def test_truncated_png_is_400(bad_files):
+    assert_error(post(client_for(FakeModels()), bad_files["truncated_png"]), 400, "undecodable")
+
+
+def test_text_file_is_415_listing_the_formats_we_read(bad_files):
+    body = assert_error(post(client_for(FakeModels()), bad_files["text"], name="notes.txt"), 415, "unsupported_format")
+    for name in SUPPORTED_FORMATS:
+        assert name.upper() in body["detail"]
+
+
+def test_decompression_bomb_is_413(bad_files):
+    body = assert_error(post(client_for(FakeModels()), bad_files["bomb_png"]), 413, "too_large")
+    assert "megapixels" in body["detail"]
+
+
+def test_upload_over_the_limit_is_413_before_decoding(left_hand):
+    never = FakeModels(body=lambda view: pytest.fail("an oversized upload reached the models"))
+    client = client_for(never, max_upload_bytes=4096)
+    body = assert_error(post(client, left_hand[0]), 413, "too_large")
+    assert "the limit is 4 KiB" in body["detail"]
+
+
+def test_chunked_upload_over_the_limit_is_413(left_hand):
+    """Without a Content-Length the body is counted as it arrives and refused once it passes the limit."""
+    boundary = "deepxrayboundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="xray"; filename="a.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + left_hand[0]
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+
+    def chunks():
+        for start in range(0, len(body), 65536):
+            yield body[start : start + 65536]
+
+    client = client_for(FakeModels(), max_upload_bytes=100_000)
+    response = client.post(
+        "/score", content=chunks(), headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+    )
+    assert "content-length" not in response.request.headers
+    assert_error(response, 413, "too_large")
+
+
+@pytest.mark.parametrize(
+    "request_kwargs",
+    [
+        {"files": {"image": ("hand.png", b"\x89PNG....", "image/png")}},  # the wrong field name
+        {"data": {"xray": "not a file"}},  # a form field, not a file
+        {"content": b"\x89PNG....", "headers": {"content-type": "image/png"}},  # the bare file, not multipart
+        {},  # nothing at all
+    ],
+)
+def test_missing_upload_field_is_400_in_our_shape(request_kwargs):
+    body = assert_error(client_for(FakeModels()).post("/score", **request_kwargs), 400, "missing_file")
+    assert "xray" in body["detail"]
+
+
+def test_malformed_multipart_is_400():
+    response = client_for(FakeModels()).post(
+        "/score", content=b"garbage", headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] in ("bad_request", "missing_file")
+    response = client_for(FakeModels()).post("/score", content=b"--x", headers={"content-type": "multipart/form-data"})
+    assert_error(response, 400, "bad_request")
+
+
+def test_mangled_uploads_never_answer_500(radiographs):
+    """Cut, bit-flipped and random files, and broken multipart bodies: always a 4xx in our shape."""
+    rng = np.random.default_rng(3)
+    originals = [radiographs.file("left_hand", fmt, shape=(320, 256)) for fmt in ("png", "jpeg", "dicom")]
+    uploads = [rng.bytes(int(n)) for n in rng.integers(1, 4000, 10)]
+    for data in originals:
+        for _ in range(8):
+            mangled = bytearray(data[: int(rng.integers(1, len(data)))])
+            for position in rng.integers(0, len(mangled), 4):
+                mangled[position] ^= 0xFF
+            uploads.append(bytes(mangled))
+    client = client_for(FakeModels(body=lambda view: probabilities("chest")))
+    for data in uploads:
+        response = post(client, data)
+        assert response.status_code in (400, 413, 415, 422), response.text
+        assert response.json()["error"]
+    for body in (b"--x\r\n\r\n", b"--x\r\nContent-Disposition: form-data\r\n\r\nabc\r\n--x--\r\n", rng.bytes(500)):
+        response = client.post("/score", content=body, headers={"content-type": "multipart/form-data; boundary=x"})
+        assert response.status_code == 400, response.text
+
+
+def test_back_pressure_is_503_with_retry_after(left_hand):
+    def overloaded(view):
+        raise BackPressureError(num_queued_requests=8, max_queued_requests=8, retry_after_s=2.5)
+
+    response = post(client_for(FakeModels(body=overloaded)), left_hand[0])
+    body = assert_error(response, 503, "overloaded")
+    assert response.headers["retry-after"] == "3"
+    assert "queue is full" in body["detail"]
+
+    def overloaded_without_hint(view):
+        raise BackPressureError(num_queued_requests=8, max_queued_requests=8)
+
+    response = post(client_for(FakeModels(body=overloaded_without_hint), retry_after_s=4), left_hand[0])
+    assert_error(response, 503, "overloaded")
+    assert response.headers["retry-after"] == "4"
+
+
+def test_a_restarting_model_is_503_with_retry_after(left_hand):
+    def restarting(view):
+        raise ActorUnavailableError("the replica is restarting", None)
+
+    response = post(client_for(FakeModels(body=restarting)), left_hand[0])
+    assert_error(response, 503, "overloaded")
+    assert response.headers["retry-after"] == "1"
+
+
+class NeverAnswers:
+    """Stands for a DeploymentResponse that never resolves; records that the stage cancelled it."""
+
+    def __init__(self):
+        self.cancelled = False
+
+    def __await__(self):
+        return asyncio.sleep(30).__await__()
+
+    def cancel(self):
+        self.cancelled = True
+
+
+def test_a_stage_that_does_not_answer_in_time_is_504(left_hand):
+    data, phantom = left_hand
+    pending = NeverAnswers()
+    models = FakeModels(detector=lambda view: pending)
+    start = time.perf_counter()
+    body = assert_error(post(client_for(models, stage_timeout_s=0.2), data), 504, "stage_timeout")
+    assert time.perf_counter() - start < 5
+    assert "joint-detection" in body["detail"]
+    assert pending.cancelled
+
+
+def test_an_unexpected_failure_is_a_500_in_our_shape_with_a_request_id(left_hand, caplog):
+    data, phantom = left_hand
+
+    def broken(crop):
+        message = "-".join(("secret", "detail"))  # stands for a message quoting data; the source line does not
+        raise RuntimeError(message)
+
+    models = FakeModels(detector=OracleDetector(data, phantom.centers), scorer=broken)
+    with caplog.at_level(logging.INFO, logger="ray.serve.deepxray"):
+        response = post(client_for(models), data)
+    body = assert_error(response, 500, "internal_error")
+    assert body["request_id"] in body["detail"]
+    assert "secret-detail" not in response.text and "secret-detail" not in caplog.text
+    assert "RuntimeError" in caplog.text and body["request_id"] in caplog.text
+
+
+def test_unknown_routes_answer_json():
+    client = client_for(FakeModels())
+    assert_error(client.get("/nowhere"), 404, "not_found")
+    assert_error(client.get("/score"), 405, "method_not_allowed")
+
+
+# ------------------------------------------------------------------------------------ request ids and logs
+
+
+def test_request_id_is_the_clients_when_it_is_a_plain_token(left_hand):
+    data, phantom = left_hand
+    client = client_for(FakeModels(detector=OracleDetector(data, phantom.centers)))
+    response = post(client, data, headers={"X-Request-ID": "ticket-42.a"})
+    assert response.headers["x-request-id"] == "ticket-42.a" == response.json()["request_id"]
+    response = post(client, data, headers={"X-Request-ID": "no spaces; or\tanything else"})
+    request_id = response.json()["request_id"]
+    assert response.headers["x-request-id"] == request_id and len(request_id) == 32  # uuid4 hex
+    assert len({client.get("/healthz").headers["x-request-id"] for _ in range(3)}) == 3
+
+
+def test_logs_hold_status_sizes_and_timings_but_not_the_file(left_hand, caplog, bad_files):
+    data, phantom = left_hand
+    client = client_for(FakeModels(detector=OracleDetector(data, phantom.centers)))
+    with caplog.at_level(logging.INFO, logger="ray.serve.deepxray"):
+        ok = post(client, data, name="Doe_Jane_1970-01-01.png")
+        bad = post(client, bad_files["text"], name="Doe_Jane_notes.txt")
+    lines = [r.getMessage() for r in caplog.records if r.name == "ray.serve.deepxray"]
+    assert len(lines) == 2
+    assert f"request_id={ok.json()['request_id']} status=200 bytes={len(data)}" in lines[0]
+    assert "total_ms=" in lines[0] and "decode_ms=" in lines[0]
+    assert f"request_id={bad.json()['request_id']} status=415" in lines[1]
+    assert "Doe" not in caplog.text and "Patient notes" not in caplog.text
+
+
+# -------------------------------------------------------------------------------------- health and models
+
+
+def test_health_readiness_models_and_docs():
+    client = client_for(FakeModels())
+    assert client.get("/healthz").json()["status"] == "ok"
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["models"] == {name: {"tag": f"{name}@test", "ready": True} for name in MODEL_NAMES}
+    cards = client.get("/v1/models").json()["models"]
+    assert set(cards) == set(MODEL_NAMES)
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    upload = schema["paths"]["/score"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert upload["required"] == ["xray"]
+    assert {"400", "413", "415", "422", "503", "504"} <= set(schema["paths"]["/score"]["post"]["responses"])
+
+
+def test_readiness_is_503_until_every_model_is_ready():
+    assert_error(client_for(FakeModels(ready=False)).get("/readyz"), 503, "not_ready")
+
+    async def unreachable():
+        raise BackPressureError(num_queued_requests=1, max_queued_requests=1)
+
+    models = FakeModels()
+    models.info = unreachable
+    assert_error(client_for(models).get("/readyz"), 503, "not_ready")
+
+
+# ------------------------------------------------------------------------------ wire format, config, builder
+
+
+def test_arrays_cross_as_float16_and_come_back_as_float32():
+    view = np.random.default_rng(0).random((256, 256), dtype=np.float32)
+    wire = to_wire(view)
+    assert wire.dtype == np.float16 and wire.nbytes == view.nbytes // 2
+    back = from_wire(wire)
+    assert back.dtype == np.float32
+    np.testing.assert_allclose(back, view, atol=2**-11)
+
+
+def test_threads_follow_the_cpu_share():
+    assert [threads_for(cpus) for cpus in (0.2, 0.5, 1.0, 1.6, 4.0)] == [1, 1, 1, 2, 4]
+
+
+def serve_config() -> dict:
+    return yaml.safe_load((ROOT / "serve_config.yaml").read_text(encoding="utf-8"))
+
+
+def test_serve_config_is_valid_for_ray_and_builds_the_app():
+    config = serve_config()
+    schema = ServeDeploySchema.model_validate(config)
+    assert schema.http_options.host == "127.0.0.1" and schema.http_options.port == 8000
+    (application,) = schema.applications
+    assert isinstance(application, ServeApplicationSchema)
+    assert application.import_path == "deepxray.app:build_app"
+    args = AppArgs.model_validate(application.args)
+    app = build_app(args)
+    assert app is not None
+    deployments = {d.name: d for d in application.deployments}
+    assert set(deployments) == {"Ingress", "BodyPart", "JointDetection", "RatingenScore"}
+    total_cpus = 0.0
+    for deployment in (Ingress, BodyPart, JointDetection, RatingenScore):
+        written = config["applications"][0]["deployments"][
+            [d["name"] for d in config["applications"][0]["deployments"]].index(deployment.name)
+        ]
+        for key in ("num_replicas", "max_ongoing_requests", "max_queued_requests"):
+            assert key in written, f"{deployment.name}: {key} is not written out"
+            # The decorators carry the same profile, so `serve run deepxray.app:graph` behaves like the file.
+            assert getattr(deployment, key) == written[key], (deployment.name, key)
+        assert deployment.ray_actor_options["num_cpus"] == written["ray_actor_options"]["num_cpus"]
+        total_cpus += written["num_replicas"] * written["ray_actor_options"]["num_cpus"]
+    assert total_cpus <= 2.0  # the one-machine profile fits two cores
+    scorer = deployments["RatingenScore"]
+    assert set(scorer.user_config) == {"max_batch_size", "batch_wait_timeout_s"}
+    assert scorer.max_ongoing_requests >= scorer.user_config["max_batch_size"]
+
+
+def test_app_args_come_from_the_config_then_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("DEEPXRAY_MAX_UPLOAD_BYTES", "1234")
+    monkeypatch.setenv("DEEPXRAY_STAGE_TIMEOUT_S", "2.5")
+    args = AppArgs.model_validate({"stage_timeout_s": 7, "models_dir": str(tmp_path)})
+    assert args.max_upload_bytes == 1234 and args.stage_timeout_s == 7
+    assert args.model_paths()["joint_detection"] == str(tmp_path / "joint_detection")
+    assert AppArgs(ratingen_score_model="x").model_paths()["ratingen_score"] == str(Path("x").resolve())
+    assert AppArgs().model_paths()["body_part"] is None  # resolved by the replica: the shipped models
+    settings = AppArgs(accept_probability=0.7).ingress_settings()
+    assert settings.accept_probability == 0.7 and settings.limits().max_bytes == 1234
+    with pytest.raises(ValueError):
+        AppArgs.model_validate({"no_such_argument": 1})
+    assert build_app({"max_pixels": 1000}) is not None  # called with a plain dict, as `serve run ... key=value` does
+
+
+def test_importing_the_app_does_not_load_tensorflow():
+    import subprocess
+    import sys
+
+    code = "import sys, deepxray.app; print('tensorflow' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.stdout.strip() == "False", result.stderr[-2000:]
