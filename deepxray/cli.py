@@ -49,6 +49,13 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint(args: argparse.Namespace) -> int:
+    from deepxray.training.checkpoints import export_checkpoint
+
+    print(f"wrote {export_checkpoint(args.models, args.epoch, args.out)}")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from evaluation.run import run_evaluation
 
@@ -104,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--epochs", type=int, default=None, help="at most this many epochs (early stopping)")
     trainer.add_argument("--cache", type=Path, default=None, help="reuse or write the prepared arrays (.npz)")
     trainer.set_defaults(func=_train)
+
+    checkpoint = commands.add_parser("checkpoint", help="export an early epoch of a training run as a model set")
+    checkpoint.add_argument("--models", type=Path, required=True, help="the trained model folder")
+    checkpoint.add_argument("--epoch", type=int, required=True, help="which epoch's weights (1 = after the first)")
+    checkpoint.add_argument("--out", type=Path, required=True, help="folder for the exported model set")
+    checkpoint.set_defaults(func=_checkpoint)
 
     evaluate = commands.add_parser("evaluate", help="the original study's metric tables for a model set")
     evaluate.add_argument("--data", type=Path, required=True, help="a phantom folder / manifest.jsonl, or a CSV")
