@@ -67,11 +67,37 @@ def prepare_example(pixels: np.ndarray, record: dict, image_id: int) -> Example:
     return example
 
 
-def degrade(pixels: np.ndarray, record: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """What happens to films on their way to us: JPEG at modest quality, lower resolution (labels follow).
+def rotate_image(pixels: np.ndarray, centers: dict | None, degrees: float) -> tuple[np.ndarray, dict | None]:
+    """Turn an image about its centre on a canvas large enough to keep every pixel; joint centres turn with it."""
+    h, w = pixels.shape[:2]
+    matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1.0)
+    cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
+    new_w, new_h = int(h * sin + w * cos), int(h * cos + w * sin)
+    matrix[0, 2] += (new_w - w) / 2
+    matrix[1, 2] += (new_h - h) / 2
+    turned = cv2.warpAffine(pixels, matrix, (new_w, new_h), flags=cv2.INTER_LINEAR, borderValue=0)
+    if centers is None:
+        return turned, None
+    moved = {
+        name: (matrix[:, :2] @ np.asarray(xy, dtype=np.float64) + matrix[:, 2]).tolist() for name, xy in centers.items()
+    }
+    return turned, moved
 
-    Seen in training, these keep the models steady on the inputs the service must accept.
+
+def degrade(pixels: np.ndarray, record: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """What happens to films on their way to us: a film turned on the scanner, JPEG at modest quality, lower
+    resolution (labels follow).
+
+    Seen in training, these keep the models steady on the inputs the service must accept: the phantoms' own pose
+    covers ±25°; a turned scan adds up to ±30° more.
     """
+    if rng.random() < 0.3:
+        joints = record.get("joints")
+        centers = {name: joint["center"] for name, joint in joints.items()} if joints else None
+        pixels, moved = rotate_image(pixels, centers, float(rng.uniform(-30.0, 30.0)))
+        if joints:
+            record = dict(record)
+            record["joints"] = {name: {"center": moved[name], "score": j["score"]} for name, j in joints.items()}
     if rng.random() < 0.25:
         factor = float(rng.uniform(0.45, 0.8))
         h, w = pixels.shape[:2]
