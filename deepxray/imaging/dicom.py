@@ -66,8 +66,12 @@ def decode_dicom(data: bytes, *, max_pixels: int, has_preamble: bool) -> Decoded
         return _decode_dataset(dataset, max_pixels)
     except ImagingError:
         raise
-    except Exception as exc:
-        # Only the exception type is kept in the message: library messages may quote tag values.
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        # BaseException, not Exception: decoder plugins written in Rust (pylibjpeg-rle) signal a damaged frame with
+        # pyo3's PanicException, which derives from BaseException. Only the exception type is kept in the message:
+        # library messages may quote tag values.
         raise CorruptImageError(
             f"The DICOM pixel data could not be decoded ({type(exc).__name__}); the file may be truncated, "
             "damaged or use a compression we cannot decode."
