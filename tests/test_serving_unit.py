@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
@@ -496,32 +497,43 @@ def serve_config() -> dict:
 
 
 def test_serve_config_is_valid_for_ray_and_builds_the_app():
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+    from ray.serve.deployment import Application
+
     config = serve_config()
     schema = ServeDeploySchema.model_validate(config)
     assert schema.http_options.host == "127.0.0.1" and schema.http_options.port == 8000
     (application,) = schema.applications
     assert isinstance(application, ServeApplicationSchema)
     assert application.import_path == "deepxray.app:build_app"
-    args = AppArgs.model_validate(application.args)
-    app = build_app(args)
-    assert app is not None
-    deployments = {d.name: d for d in application.deployments}
-    assert set(deployments) == {"Ingress", "BodyPart", "JointDetection", "RatingenScore"}
+    # What `serve run` / `serve deploy` do with the file: import the builder, turn `args` into its typed argument.
+    builder = import_module("deepxray.app").build_app
+    assert isinstance(call_user_app_builder_with_args_if_necessary(builder, application.args), Application)
+    assert AppArgs.model_validate(application.args).ingress_settings().max_upload_bytes == 64 * 2**20
+
+    written = {deployment["name"]: deployment for deployment in config["applications"][0]["deployments"]}
+    assert set(written) == {"Ingress", "BodyPart", "JointDetection", "RatingenScore"}
     total_cpus = 0.0
     for deployment in (Ingress, BodyPart, JointDetection, RatingenScore):
-        written = config["applications"][0]["deployments"][
-            [d["name"] for d in config["applications"][0]["deployments"]].index(deployment.name)
-        ]
+        profile = written[deployment.name]
         for key in ("num_replicas", "max_ongoing_requests", "max_queued_requests"):
-            assert key in written, f"{deployment.name}: {key} is not written out"
-            # The decorators carry the same profile, so `serve run deepxray.app:graph` behaves like the file.
-            assert getattr(deployment, key) == written[key], (deployment.name, key)
-        assert deployment.ray_actor_options["num_cpus"] == written["ray_actor_options"]["num_cpus"]
-        total_cpus += written["num_replicas"] * written["ray_actor_options"]["num_cpus"]
+            # Written out, and the same in the decorators, so `serve run deepxray.app:graph` behaves like the file.
+            assert getattr(deployment, key) == profile[key], (deployment.name, key)
+        assert deployment.ray_actor_options == profile["ray_actor_options"], deployment.name
+        total_cpus += profile["num_replicas"] * profile["ray_actor_options"]["num_cpus"]
     assert total_cpus <= 2.0  # the one-machine profile fits two cores
-    scorer = deployments["RatingenScore"]
-    assert set(scorer.user_config) == {"max_batch_size", "batch_wait_timeout_s"}
-    assert scorer.max_ongoing_requests >= scorer.user_config["max_batch_size"]
+    batching = written["RatingenScore"]["user_config"]
+    assert set(batching) == {"max_batch_size", "batch_wait_timeout_s"}
+    assert written["RatingenScore"]["max_ongoing_requests"] >= batching["max_batch_size"]
+    assert written["Ingress"]["backpressure_config"]["retry_after_s"] >= 1
+
+
+def test_graph_is_a_bound_application():
+    from ray.serve.deployment import Application
+
+    from deepxray.app import graph
+
+    assert isinstance(graph, Application)
 
 
 def test_app_args_come_from_the_config_then_the_environment(monkeypatch, tmp_path):
