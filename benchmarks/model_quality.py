@@ -177,9 +177,13 @@ def main() -> None:
     print(f"body part: accuracy {body['accuracy']:.4f} over {body['n']} images; left hands refused "
           f"{body['left_hands_refused']}/{body['left_hands']}; non-hands accepted {body['non_hands_accepted']}")  # fmt: skip
     print(f"joints within 0.1/0.25/0.5 of the MCP distance: {summary['joints_within']}")
+
+    def figure(value) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
     for name, s in summary["scores"].items():
-        print(f"scores {name:28s} kappa_q {s['quadratic_kappa']:.4f} exact {s['exact_accuracy']:.4f} "
-              f"±1 {s['within_one_class']:.4f} ({s['scored']}/{s['hands']} hands scored)")  # fmt: skip
+        print(f"scores {name:28s} kappa_q {figure(s['quadratic_kappa'])} exact {figure(s['exact_accuracy'])} "
+              f"±1 {figure(s['within_one_class'])} ({s['scored']}/{s['hands']} hands scored)")  # fmt: skip
     print(f"kappa drop against 16-bit PNG: {summary['kappa_drop']}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
