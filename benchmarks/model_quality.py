@@ -32,6 +32,7 @@ from deepxray.labels import HAND_PARTS, JOINT_NAMES, RESEARCH_NOTICE
 from deepxray.phantoms.generate import GenerationSettings, manifest_record
 from deepxray.phantoms.phantom import Phantom, render_phantom
 from deepxray.phantoms.writers import to_8bit, write_dicom
+from deepxray.training.data import rotate_image
 from evaluation.metrics import body_part_summary, cohen_kappa, exact_accuracy, localisation_rates, soft_accuracy
 
 VARIANTS = ("png16", "rotated20", "half_resolution", "jpeg70", "dicom_monochrome1")
@@ -44,25 +45,12 @@ def _png(image: np.ndarray) -> bytes:
     return cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])[1].tobytes()
 
 
-def _rotate(image: np.ndarray, centers: dict, degrees: float) -> tuple[np.ndarray, dict]:
-    """Rotate about the centre on a canvas large enough to keep every pixel; the centres turn with it."""
-    h, w = image.shape
-    matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1.0)
-    cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
-    new_w, new_h = int(h * sin + w * cos), int(h * cos + w * sin)
-    matrix[0, 2] += (new_w - w) / 2
-    matrix[1, 2] += (new_h - h) / 2
-    rotated = cv2.warpAffine(image, matrix, (new_w, new_h), flags=cv2.INTER_LINEAR, borderValue=0)
-    turned = {k: tuple((matrix[:, :2] @ np.array(v) + matrix[:, 2]).tolist()) for k, v in centers.items()}
-    return rotated, turned
-
-
 def _variants(phantom: Phantom, seed: int, index: int, all_variants: bool) -> list[tuple[str, bytes, dict | None]]:
     centers = phantom.centers
     out = [("png16", _png(phantom.image), centers)]
     if not all_variants:
         return out
-    rotated, turned = _rotate(phantom.image, centers, 20.0)
+    rotated, turned = rotate_image(phantom.image, centers, 20.0)
     out.append(("rotated20", _png(rotated), turned))
     h, w = phantom.image.shape
     half = cv2.resize(phantom.image, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
