@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,51 @@ from deepxray.training.data import ManifestSource, SyntheticSource, TrainingSet,
 MODEL_VERSION = "1.0.0"
 TARGETS = ("body-part", "joints", "scorer")
 PREPROCESSING = "deepxray.imaging.model_inputs: decode, percentile normalisation (0.5-99.5 %) to [0, 1]"
+# What each training target trains and what its model card says about inputs and outputs.
+MODEL_SPECS = {
+    "body-part": {
+        "name": "body_part",
+        "module": "deepxray.training.body_part",
+        "trainer": "train_body_part",
+        "input": ("view", BODY_PART_VIEW, "letterboxed, padded with 0"),
+        "output": {"name": "probabilities", "shape": [len(BODY_PARTS)], "calibration": "temperature scaling"},
+        "labels": BODY_PARTS,
+    },
+    "joints": {
+        "name": "joint_detection",
+        "module": "deepxray.training.joints",
+        "trainer": "train_joint_detector",
+        "input": (
+            "view",
+            DETECTOR_VIEW,
+            "right hands flipped to a left hand's orientation; letterboxed, padded with 0",
+        ),
+        "output": {
+            "name": "keypoints",
+            "shape": [len(JOINT_NAMES), 3],
+            "columns": ["x", "y", "confidence"],
+            "coordinates": "view pixels, pixel centres at integers",
+        },  # fmt: skip
+        "labels": JOINT_NAMES,
+    },
+    "scorer": {
+        "name": "ratingen_score",
+        "module": "deepxray.training.scorer",
+        "trainer": "train_scorer",
+        "input": (
+            "crop",
+            CROP_SIZE,
+            "square of 1.3x the median neighbouring-MCP distance around the joint, turned "
+            "so the finger points up (a right hand's flipped)",
+        ),  # fmt: skip
+        "output": {
+            "name": "probabilities",
+            "shape": [len(RATINGEN_CLASSES)],
+            "loss": "cross-entropy + squared earth mover's distance (ordinal)",
+        },  # fmt: skip
+        "labels": RATINGEN_CLASSES,
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -73,82 +119,31 @@ def train(plan: TrainingPlan, source: SyntheticSource | ManifestSource, cache: P
     results = {}
     work = Path(plan.out_dir) / "_training"
     for target in plan.targets:
+        if target not in MODEL_SPECS:
+            raise ValueError(f"unknown training target {target!r}; choose from {', '.join(TARGETS)} or all")
+        spec = MODEL_SPECS[target]
         start = time.perf_counter()
         print(f"== {target}", flush=True)
         kwargs = {"epochs": epochs[target]} if target in epochs else {}
-        if target == "body-part":
-            from deepxray.training.body_part import train_body_part
-
-            model, metrics = train_body_part(data, work / "body_part", plan.seed, **kwargs)
-            card = ModelCard(
-                name="body_part",
-                version=MODEL_VERSION,
-                input={
-                    "name": "view",
-                    "shape": [BODY_PART_VIEW, BODY_PART_VIEW, 1],
-                    "dtype": "float32",
-                    "range": [0, 1],
-                    "preprocessing": PREPROCESSING + "; letterboxed, padded with 0",
-                },  # fmt: skip
-                output={"name": "probabilities", "shape": [len(BODY_PARTS)], "calibration": "temperature scaling"},
-                labels=list(BODY_PARTS),
-                training_data=training_data,
-                seed=plan.seed,
-                validation_metrics=metrics,
-            )
-        elif target == "joints":
-            from deepxray.training.joints import train_joint_detector
-
-            model, metrics = train_joint_detector(data, work / "joint_detection", plan.seed, **kwargs)
-            card = ModelCard(
-                name="joint_detection",
-                version=MODEL_VERSION,
-                input={
-                    "name": "view",
-                    "shape": [DETECTOR_VIEW, DETECTOR_VIEW, 1],
-                    "dtype": "float32",
-                    "range": [0, 1],
-                    "preprocessing": PREPROCESSING + "; right hands mirrored to a left "
-                    "hand's orientation; letterboxed, padded with 0",
-                },  # fmt: skip
-                output={
-                    "name": "keypoints",
-                    "shape": [len(JOINT_NAMES), 3],
-                    "columns": ["x", "y", "confidence"],
-                    "coordinates": "view pixels, pixel centres at integers",
-                },  # fmt: skip
-                labels=list(JOINT_NAMES),
-                training_data=training_data,
-                seed=plan.seed,
-                validation_metrics=metrics,
-            )
-        elif target == "scorer":
-            from deepxray.training.scorer import train_scorer
-
-            model, metrics = train_scorer(data, work / "ratingen_score", plan.seed, **kwargs)
-            card = ModelCard(
-                name="ratingen_score",
-                version=MODEL_VERSION,
-                input={
-                    "name": "crop",
-                    "shape": [CROP_SIZE, CROP_SIZE, 1],
-                    "dtype": "float32",
-                    "range": [0, 1],
-                    "preprocessing": PREPROCESSING + "; square of 1.3x the median neighbouring-MCP distance "
-                    "around the joint, turned so the finger points up",
-                },  # fmt: skip
-                output={
-                    "name": "probabilities",
-                    "shape": [len(RATINGEN_CLASSES)],
-                    "loss": "cross-entropy + squared earth mover's distance (ordinal)",
-                },  # fmt: skip
-                labels=list(RATINGEN_CLASSES),
-                training_data=training_data,
-                seed=plan.seed,
-                validation_metrics=metrics,
-            )
-        else:
-            raise ValueError(f"unknown training target {target!r}; choose from {', '.join(TARGETS)} or all")
+        trainer = getattr(importlib.import_module(spec["module"]), spec["trainer"])
+        model, metrics = trainer(data, work / spec["name"], plan.seed, **kwargs)
+        input_name, size, preprocessing = spec["input"]
+        card = ModelCard(
+            name=spec["name"],
+            version=MODEL_VERSION,
+            input={
+                "name": input_name,
+                "shape": [size, size, 1],
+                "dtype": "float32",
+                "range": [0, 1],
+                "preprocessing": f"{PREPROCESSING}; {preprocessing}",
+            },  # fmt: skip
+            output=spec["output"],
+            labels=list(spec["labels"]),
+            training_data=training_data,
+            seed=plan.seed,
+            validation_metrics=metrics,
+        )
         seconds = time.perf_counter() - start
         card.validation_metrics["training_seconds"] = round(seconds, 1)
         save_artifact(model, Path(plan.out_dir) / card.name, card)
