@@ -1,0 +1,77 @@
+"""What counts as a right answer under load: one function that sorts every response into a kind.
+
+Kinds: `ok` (a hand scored: 200 with ten scores in 0..5 and the expected laterality), `refused` (a non-hand
+answered with its 422), `overloaded` (503, Serve's back-pressure), `wrong_answer` (a 200 or 422 that is not the
+answer this image should get), `http_<status>` (any other status), `connection_error` (no HTTP answer at all).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from deepxray.labels import JOINT_NAMES
+
+ANSWERED = ("ok", "refused")  # the service did its job
+OVERLOADED = "overloaded"
+CONNECTION_ERROR = "connection_error"
+WRONG_ANSWER = "wrong_answer"
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What one pool image should get: a score (hands, with their laterality) or a 422 (everything else)."""
+
+    body_part: str
+    laterality: str | None  # "L" / "R" for hands
+
+    @property
+    def is_hand(self) -> bool:
+        return self.body_part in ("left_hand", "right_hand")
+
+
+def _body(content: bytes | str | dict | None) -> dict | None:
+    if isinstance(content, dict):
+        return content
+    try:
+        body = json.loads(content or b"")
+    except (ValueError, TypeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def scores_problem(body: dict | None, expected: Expected) -> str | None:
+    """Why a 200 body is not a valid score of this hand, or None when it is."""
+    if body is None:
+        return "the 200 body is not JSON"
+    scores = body.get("scores")
+    if not isinstance(scores, dict) or list(scores) != list(JOINT_NAMES):
+        return "the scores are not the ten joints"
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 5 for v in scores.values()):
+        return "a score is outside 0..5"
+    if body.get("total") != sum(scores.values()):
+        return "the total is not the sum of the scores"
+    if expected.laterality and body.get("laterality") != expected.laterality:
+        return f"laterality {body.get('laterality')!r}, expected {expected.laterality!r}"
+    return None
+
+
+def classify(status: int, content: bytes | str | dict | None, expected: Expected) -> tuple[str, str]:
+    """(kind, reason) of one response; status 0 means no HTTP answer (connection refused, reset, timeout)."""
+    if status == 0:
+        return CONNECTION_ERROR, "no HTTP answer"
+    if status == 503:
+        return OVERLOADED, "503"
+    if status == 200:
+        if not expected.is_hand:
+            return WRONG_ANSWER, f"a {expected.body_part} was scored"
+        problem = scores_problem(_body(content), expected)
+        return (WRONG_ANSWER, problem) if problem else ("ok", "scored")
+    if status == 422:
+        if expected.is_hand:
+            return WRONG_ANSWER, "a hand was refused"
+        body = _body(content)
+        if body is None or body.get("error") != "not_a_hand":
+            return WRONG_ANSWER, "the 422 body does not say not_a_hand"
+        return "refused", "not a hand"
+    return f"http_{status}", str(status)

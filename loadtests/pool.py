@@ -1,0 +1,89 @@
+"""The pool of radiographs the load test uploads: full-size phantoms in every format we claim to read.
+
+    POOL/png/     16-bit PNG hands, left and right
+    POOL/jpeg/    8-bit JPEG hands, left and right
+    POOL/dicom/   DICOM hands (uncompressed DX, MONOCHROME2), left and right
+    POOL/others/  non-hands (chest, foot, knee or skull, photographs and documents), 16-bit PNG: each must get 422
+
+Each folder is `deepxray phantoms generate` output (files and manifest.jsonl), made only when missing, with its
+own seed, so the pool is the same on every machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadtests.checks import Expected
+
+GROUPS = ("png", "jpeg", "dicom", "others")
+HANDS = "left_hand:2,right_hand:1"
+OTHERS = "chest,foot,other_radiograph,not_radiograph"
+DEFAULT_POOL = Path("build/loadtest-pool")
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    file_format: str
+    body_parts: str
+    seed: int
+
+
+def group_specs(seed: int) -> dict[str, GroupSpec]:
+    return {
+        "png": GroupSpec("png", HANDS, seed),
+        "jpeg": GroupSpec("jpeg", HANDS, seed + 1),
+        "dicom": GroupSpec("dicom", HANDS, seed + 2),
+        "others": GroupSpec("png", OTHERS, seed + 3),
+    }
+
+
+@dataclass(frozen=True)
+class PoolImage:
+    group: str
+    file: str
+    data: bytes
+    expected: Expected
+
+
+def ensure_pool(pool: Path, hands: int = 6, others: int = 4, seed: int = 6000, progress: bool = False) -> Path:
+    """Generates every missing group folder of the pool (a folder with a manifest is kept as it is)."""
+    from deepxray.phantoms.generate import MANIFEST, GenerationSettings, generate_dataset
+
+    pool = Path(pool)
+    for group, spec in group_specs(seed).items():
+        folder = pool / group
+        if (folder / MANIFEST).is_file():
+            continue
+        n = others if group == "others" else hands
+        settings = GenerationSettings(seed=spec.seed, file_format=spec.file_format)
+        generate_dataset(folder, n, spec.body_parts, settings, progress=progress)
+    return pool
+
+
+def load_pool(pool: Path, groups: tuple[str, ...] | list[str] = GROUPS) -> list[PoolImage]:
+    """The pool's images (bytes in memory, so uploads cost no disk reads), in a fixed order."""
+    from deepxray.phantoms.generate import read_manifest
+
+    images = []
+    for group in groups:
+        if group not in GROUPS:
+            raise ValueError(f"unknown pool group {group!r}; choose from {', '.join(GROUPS)}")
+        folder = Path(pool) / group
+        for record in read_manifest(folder):
+            expected = Expected(record["body_part"], record.get("laterality"))
+            images.append(PoolImage(group, record["file"], (folder / record["file"]).read_bytes(), expected))
+    if not images:
+        raise ValueError(f"no images in {pool} for {', '.join(groups)}")
+    return images
+
+
+def parse_groups(spec: str) -> tuple[str, ...]:
+    """`png,jpeg` or `all` to the pool groups."""
+    if spec.strip() == "all":
+        return GROUPS
+    groups = tuple(g.strip() for g in spec.split(",") if g.strip())
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown or not groups:
+        raise ValueError(f"unknown pool groups {unknown}; choose from {', '.join(GROUPS)} or 'all'")
+    return groups
