@@ -1,0 +1,129 @@
+"""The serve profiles (`serve_config.yaml` for one machine, `serve_config.cluster.yaml` for a cluster), checked
+against the application they configure.
+
+    python -m deepxray.profiles serve_config.yaml serve_config.cluster.yaml
+
+A profile is first read the way `serve deploy` reads it (Ray's own `ServeDeploySchema`), then held against
+`deepxray.app`: its `args` must be valid `AppArgs`, its `deployments:` must name exactly the deployments that
+`bind_graph` builds and set options Ray accepts for them, and the scorer's `user_config` must be batching settings
+the scorer reads. Profiles given together must describe the same application (name, route, import path,
+deployments and argument names); their values (replicas, CPUs, limits) are theirs to differ. So editing one
+profile, or the application, cannot leave the other silently out of step.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+IMPORT_PATH = "deepxray.app:build_app"
+SCORER = "RatingenScore"
+
+
+class ProfileError(ValueError):
+    """A profile that does not fit the application; the message lists every problem found."""
+
+
+def read_profile(path: str | Path):
+    """The profile as `serve deploy` reads it: YAML, then Ray Serve's `ServeDeploySchema` (raises on errors)."""
+    from ray.serve.schema import ServeDeploySchema
+
+    return ServeDeploySchema.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+
+
+def built_deployments(args) -> dict:
+    """The deployments, by name, that the application's graph holds for `args` (as Serve expands it)."""
+    from ray.serve._private.build_app import build_app
+
+    from deepxray.app import bind_graph
+
+    return {deployment.name: deployment for deployment in build_app(bind_graph(args), name="check").deployments}
+
+
+def profile_problems(config) -> list[str]:
+    """What in a parsed profile (`read_profile`) does not fit the application; empty when it fits."""
+    from pydantic import ValidationError
+
+    from deepxray.app import AppArgs, bind_graph
+
+    if len(config.applications) != 1:
+        return [f"one application expected, found {len(config.applications)}"]
+    application = config.applications[0]
+    problems = []
+    if application.import_path != IMPORT_PATH:
+        problems.append(f"import_path is {application.import_path!r}, not {IMPORT_PATH!r}")
+    try:
+        args = AppArgs.model_validate(application.args or {})
+    except ValidationError as error:
+        return [*problems, f"args are not valid AppArgs: {error}"]
+
+    options = {d.name: d.model_dump(exclude_unset=True) for d in application.deployments}
+    expected = set(built_deployments(args))
+    if set(options) != expected:
+        problems.append(f"deployments {sorted(options)} are not the application's {sorted(expected)}")
+        return problems
+    try:  # Ray's own checks of the options against each deployment; a copy, as Ray fills in its defaults
+        bind_graph(args, copy.deepcopy(options))
+    except Exception as error:  # Ray raises ValueError, TypeError or its own exceptions here
+        problems.append(f"deployment options rejected: {error}")
+
+    scorer = options[SCORER]
+    batching = {**args.batching(), **(scorer.get("user_config") or {})}
+    if set(batching) != set(args.batching()):
+        problems.append(f"{SCORER} user_config keys {sorted(batching)} are not {sorted(args.batching())}")
+    elif scorer.get("max_ongoing_requests", 0) < batching["max_batch_size"]:
+        problems.append(f"{SCORER} max_ongoing_requests is below max_batch_size: a batch could never fill")
+    for name, opts in options.items():
+        if "num_replicas" not in opts and "autoscaling_config" not in opts:
+            problems.append(f"{name} sets neither num_replicas nor autoscaling_config")
+        if "num_cpus" not in opts.get("ray_actor_options", {}):
+            problems.append(f"{name} sets no ray_actor_options.num_cpus (Ray would reserve one CPU silently)")
+    return problems
+
+
+def same_application_problems(first, second) -> list[str]:
+    """Where two parsed profiles describe different applications (their values may differ, not their shape)."""
+    a, b = first.applications[0], second.applications[0]
+    problems = []
+    for field in ("name", "route_prefix", "import_path"):
+        if getattr(a, field) != getattr(b, field):
+            problems.append(f"{field}: {getattr(a, field)!r} against {getattr(b, field)!r}")
+    if set(a.args or {}) != set(b.args or {}):
+        problems.append(f"args {sorted(a.args or {})} against {sorted(b.args or {})}")
+    if [d.name for d in a.deployments] != [d.name for d in b.deployments]:
+        problems.append(f"deployments {[d.name for d in a.deployments]} against {[d.name for d in b.deployments]}")
+    return problems
+
+
+def check_profiles(paths: Sequence[str | Path]) -> None:
+    """Raises `ProfileError` naming every problem in the profiles at `paths` (each alone, then side by side)."""
+    configs = {str(path): read_profile(path) for path in paths}
+    problems = [f"{path}: {problem}" for path, config in configs.items() for problem in profile_problems(config)]
+    if not problems:
+        (first, a), *others = configs.items()
+        for path, b in others:
+            problems += [f"{first} / {path}: {problem}" for problem in same_application_problems(a, b)]
+    if problems:
+        raise ProfileError("\n".join(problems))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    paths = list(sys.argv[1:] if argv is None else argv)
+    if not paths:
+        print("usage: python -m deepxray.profiles PROFILE.yaml [PROFILE.yaml ...]", file=sys.stderr)
+        return 2
+    try:
+        check_profiles(paths)
+    except (ProfileError, ValueError, OSError) as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"ok: {', '.join(paths)} fit deepxray.app ({IMPORT_PATH})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
