@@ -52,6 +52,7 @@ class Summary:
     kinds: dict[str, int]
     failures: dict[str, int]
     images_per_s_by_group: dict[str, float] = field(default_factory=dict)
+    all_requests: int = 0  # warm-up included
     spike_answered_within_2s: float | None = None
     spike_requests: int | None = None
     recovery_s: float | None = None
@@ -108,6 +109,7 @@ def summarise(meta: dict, requests: list[Request], warmup_s: float = 0.0) -> Sum
         kinds=dict(sorted(kinds.items())),
         failures=failures,
         images_per_s_by_group={group: n / window for group, n in sorted(by_group.items())},
+        all_requests=len(requests),
     )
     if shape == "spike":
         spike_figures(summary, requests, duration, warmup_s)
