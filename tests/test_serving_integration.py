@@ -343,7 +343,36 @@ def test_the_ten_crops_of_one_request_reach_the_scorer_in_one_batch(served, radi
     assert scorer.batch_sizes.remote().result(timeout_s=30)[before:] == [10]
 
 
-# -------------------------------------------------------------------------------------------- afterwards
+# ------------------------------------------------------------------------------------------- evaluation
+
+
+def test_evaluating_through_the_service_gives_the_in_process_numbers(served, tmp_path):
+    """`deepxray evaluate --url` and the in-process evaluation of the same models report the same figures."""
+    import json
+
+    from deepxray.phantoms.generate import GenerationSettings, generate_dataset
+    from evaluation.run import run_evaluation
+
+    data = generate_dataset(
+        tmp_path / "phantoms",
+        6,
+        "left_hand:3,right_hand:2,chest:1",
+        GenerationSettings(seed=31, distribution="balanced"),
+        workers=1,
+        progress=False,
+    )
+
+    def figures(**where) -> dict:
+        report = run_evaluation(data, tmp_path / "report", resamples=200, seed=5, progress=False, **where)
+        summary = json.loads(report["json"].read_text(encoding="utf-8"))["summary"]
+        summary.pop("time")  # seconds per image differ by nature
+        return summary
+
+    through_service = figures(url=served.url)
+    in_process = figures(models=MODELS)
+    if served.trained:
+        assert through_service["scores"]["n_joints"] == 50  # the five hands were scored, the chest refused
+    assert through_service == in_process
 
 
 def test_replicas_survived_everything(served):

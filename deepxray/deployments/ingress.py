@@ -504,10 +504,11 @@ def create_app(service: ScoringService, proxy_echoes_request_id: bool = False) -
         """
         request_id = request_id_of(request)
         timings = Timings()
-        size = -1
+        size, upload_s = -1, 0.0
         start = time.perf_counter()
         try:
             data = await read_upload(request, service.settings.max_upload_bytes)
+            upload_s = time.perf_counter() - start
             size = len(data)
             answer = await service.score(data, request_id, timings)
             response = JSONResponse(answer)
@@ -517,11 +518,12 @@ def create_app(service: ScoringService, proxy_echoes_request_id: bool = False) -
             _log_unexpected(exc, request_id)
             response = error_response(exc, request_id)
         log.info(
-            "score request_id=%s status=%d bytes=%d decode_ms=%.1f body_part_ms=%.1f detect_ms=%.1f crop_ms=%.1f "
-            "score_ms=%.1f total_ms=%.1f",
+            "score request_id=%s status=%d bytes=%d upload_ms=%.1f decode_ms=%.1f body_part_ms=%.1f detect_ms=%.1f "
+            "crop_ms=%.1f score_ms=%.1f total_ms=%.1f",
             request_id,
             response.status_code,
             size,
+            1000 * upload_s,
             *(1000 * getattr(timings, step) for step in ("decode", "body_part", "detect", "crop", "score")),
             1000 * (time.perf_counter() - start),
         )

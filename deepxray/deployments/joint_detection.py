@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from ray import serve
 
-from deepxray.deployments.common import ModelServer
+from deepxray.deployments.common import MODEL_LOGGING_CONFIG, ModelServer
 
 
 @serve.deployment(
@@ -16,6 +16,7 @@ from deepxray.deployments.common import ModelServer
     max_queued_requests=32,
     health_check_period_s=10,
     health_check_timeout_s=30,
+    logging_config=MODEL_LOGGING_CONFIG,
 )
 class JointDetection(ModelServer):
     """The joint detector on `deepxray.imaging.model_inputs.detector_view` (a right hand arrives mirrored).

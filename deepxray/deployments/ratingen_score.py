@@ -7,7 +7,7 @@ from collections import deque
 import numpy as np
 from ray import serve
 
-from deepxray.deployments.common import ModelServer
+from deepxray.deployments.common import MODEL_LOGGING_CONFIG, ModelServer
 
 # One hand's ten joints fill a batch, so a lone request never waits for the batch timeout; crops of requests
 # arriving together share passes of ten.
@@ -27,6 +27,7 @@ DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.1
     max_queued_requests=160,
     health_check_period_s=10,
     health_check_timeout_s=30,
+    logging_config=MODEL_LOGGING_CONFIG,
 )
 class RatingenScore(ModelServer):
     """The Ratingen scorer on `deepxray.imaging.model_inputs.joint_crops` (one crop per call, batched).
