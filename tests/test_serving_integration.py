@@ -153,18 +153,10 @@ def tight(served):
 
 @pytest.fixture(scope="module")
 def overload(served):
-    """One request at a time, one waiting: the rest are turned away by Serve's back-pressure."""
+    """One image scored at a time, one waiting: the ingress turns the rest away."""
     from ray import serve
 
-    route = extra_ingress(
-        served,
-        "overload",
-        IngressSettings(),
-        max_ongoing_requests=1,
-        max_queued_requests=1,
-        backpressure_config={"retry_after_s": 2},
-    )
-    yield route
+    yield extra_ingress(served, "overload", IngressSettings(max_scoring=1, max_waiting=1, retry_after_s=2))
     serve.delete("overload")
 
 
@@ -288,6 +280,7 @@ def test_overload_is_503_with_retry_after(served, overload, radiographs):
     refused = [r for r in responses if r.status_code == 503]
     assert refused, statuses
     assert all(r.headers.get("retry-after") == "2" for r in refused)
+    assert all("capacity" in assert_error(r, 503, "overloaded")["detail"] for r in refused)
     assert len(refused) < len(responses)  # the admitted ones were answered
 
 

@@ -364,6 +364,43 @@ def test_back_pressure_is_503_with_retry_after(left_hand):
     assert response.headers["retry-after"] == "4"
 
 
+def test_more_images_than_the_replica_takes_get_a_json_503_at_once(left_hand):
+    """One image scoring and one waiting fill the replica: a third gets the API's 503 without waiting, and the
+    two admitted ones are answered."""
+    data, phantom = left_hand
+    release = asyncio.Event()
+
+    async def slow_body(view):
+        await release.wait()
+        return probabilities("left_hand")
+
+    models = FakeModels(body=slow_body, detector=OracleDetector(data, phantom.centers))
+    app = create_app(ScoringService(models, IngressSettings(max_scoring=1, max_waiting=1, retry_after_s=2)))
+
+    async def three_uploads():
+        import httpx
+
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+
+            def upload():
+                return client.post("/score", files={"xray": ("hand.png", data, "application/octet-stream")})
+
+            admitted = [asyncio.ensure_future(upload()) for _ in range(2)]
+            await asyncio.sleep(0.5)  # both are inside: one at the body-part model, one waiting for its slot
+            start = time.perf_counter()
+            refused = await upload()
+            refused_after = time.perf_counter() - start
+            release.set()
+            return refused, refused_after, await asyncio.gather(*admitted)
+
+    refused, refused_after, admitted = asyncio.run(three_uploads())
+    body = assert_error(refused, 503, "overloaded")
+    assert refused.headers["retry-after"] == "2"
+    assert "capacity" in body["detail"]
+    assert refused_after < 1.0
+    assert [r.status_code for r in admitted] == [200, 200]
+
+
 def test_a_restarting_model_is_503_with_retry_after(left_hand):
     def restarting(view):
         raise ActorUnavailableError("the replica is restarting", None)

@@ -12,9 +12,11 @@ routes, error mapping and request ids without a Ray cluster.
 
 Errors are `{"error": code, "detail": sentence, "request_id": id}` with the architecture's statuses: 400 (empty,
 undecodable or truncated file, or no `xray` field), 413 (upload over the limit, or too many pixels), 415 (not a
-format we read), 422 (not a hand, joints not found), 503 with `Retry-After` (a deployment's queue is full,
+format we read), 422 (not a hand, joints not found), 503 with `Retry-After` (this replica already scores
+`max_scoring` images with `max_waiting` more waiting, or a model deployment's queue is full,
 `max_queued_requests`), 504 (a model stage did not answer within `stage_timeout_s`). Anything unforeseen is a
-500 in the same shape, with the request id to find it in the log; no bad file gets that far.
+500 in the same shape, with the request id to find it in the log; no bad file gets that far. (Only when the
+ingress's own Serve queue overflows too does Ray's proxy answer its 503, with `Retry-After` but in plain text.)
 
 Every answer carries the request id (JSON `request_id` and header `X-Request-ID`): the client's `X-Request-ID`
 when it is a plain token, else a new one. Behind Ray's proxy the proxy itself assigns (a uuid4) and echoes that
@@ -191,12 +193,45 @@ async def _result(awaitable: Awaitable):
     return await awaitable
 
 
+class AdmissionGate:
+    """At most `max_scoring` images scored at once by this replica, at most `max_waiting` more waiting.
+
+    The ingress limits its own load instead of leaving it all to Serve's `max_queued_requests`, because Serve's
+    proxy answers its 503 in plain text: here the refusal is the API's JSON error, with `Retry-After`, and it
+    comes before the upload is read. (Serve's limits stay as the last resort behind this one.)
+    """
+
+    def __init__(self, max_scoring: int, max_waiting: int, retry_after_s: float):
+        self.max_scoring, self.max_waiting, self.retry_after_s = max_scoring, max_waiting, retry_after_s
+        self._slots = asyncio.Semaphore(max_scoring)
+        self.waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def admit(self):
+        if self._slots.locked() and self.waiting >= self.max_waiting:
+            raise OverloadedError(
+                f"The service is at capacity ({self.max_scoring} images being scored and {self.waiting} waiting); "
+                f"retry in {max(1, int(np.ceil(self.retry_after_s)))} s.",
+                self.retry_after_s,
+            )
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
 class ScoringService:
     """The ingress's logic without HTTP: model stages with timeouts, scoring, readiness, model cards."""
 
     def __init__(self, backend: ModelBackend, settings: IngressSettings | None = None):
         self.backend = backend
         self.settings = settings or IngressSettings()
+        self.gate = AdmissionGate(self.settings.max_scoring, self.settings.max_waiting, self.settings.retry_after_s)
         self._versions: dict[str, str] | None = None
 
     def stage(self, name: str, call: Callable[[np.ndarray], Awaitable[np.ndarray]]):
@@ -504,13 +539,15 @@ def create_app(service: ScoringService, proxy_echoes_request_id: bool = False) -
         """
         request_id = request_id_of(request)
         timings = Timings()
-        size, upload_s = -1, 0.0
+        size, wait_s, upload_s = -1, 0.0, 0.0
         start = time.perf_counter()
         try:
-            data = await read_upload(request, service.settings.max_upload_bytes)
-            upload_s = time.perf_counter() - start
-            size = len(data)
-            answer = await service.score(data, request_id, timings)
+            async with service.gate.admit():
+                wait_s = time.perf_counter() - start
+                data = await read_upload(request, service.settings.max_upload_bytes)
+                upload_s = time.perf_counter() - start - wait_s
+                size = len(data)
+                answer = await service.score(data, request_id, timings)
             response = JSONResponse(answer)
         except (ImagingError, ScoringError, ServiceError) as exc:
             response = error_response(exc, request_id)
@@ -518,11 +555,12 @@ def create_app(service: ScoringService, proxy_echoes_request_id: bool = False) -
             _log_unexpected(exc, request_id)
             response = error_response(exc, request_id)
         log.info(
-            "score request_id=%s status=%d bytes=%d upload_ms=%.1f decode_ms=%.1f body_part_ms=%.1f detect_ms=%.1f "
-            "crop_ms=%.1f score_ms=%.1f total_ms=%.1f",
+            "score request_id=%s status=%d bytes=%d wait_ms=%.1f upload_ms=%.1f decode_ms=%.1f body_part_ms=%.1f "
+            "detect_ms=%.1f crop_ms=%.1f score_ms=%.1f total_ms=%.1f",
             request_id,
             response.status_code,
             size,
+            1000 * wait_s,
             1000 * upload_s,
             *(1000 * getattr(timings, step) for step in ("decode", "body_part", "detect", "crop", "score")),
             1000 * (time.perf_counter() - start),
@@ -563,8 +601,10 @@ def create_app(service: ScoringService, proxy_echoes_request_id: bool = False) -
     num_replicas=1,
     # Fewer malloc arenas for the decoding threads keeps the replica's memory flat (see serve_config.yaml).
     ray_actor_options={"num_cpus": 0.5, "runtime_env": {"env_vars": {"MALLOC_ARENA_MAX": "2"}}},
-    max_ongoing_requests=8,
-    max_queued_requests=32,
+    # Room for the admission gate's 8 scoring + 32 waiting, plus health, readiness and model-card calls; Serve's
+    # own queue behind it is the last resort (its 503 is plain text, the gate's is the API's JSON).
+    max_ongoing_requests=48,
+    max_queued_requests=16,
     backpressure_config={"retry_after_s": 1},
     health_check_period_s=10,
     health_check_timeout_s=30,
