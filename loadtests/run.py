@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from loadtests.summary import Summary, format_summary, read_log, summarise, writ
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
+_DURATION = re.compile(r"(?P<plain>\d+)|(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?")
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,15 @@ class LoadRun:
 
 
 def parse_duration(text: str) -> int:
-    """`90`, `90s`, `2m` or `1m30s` to whole seconds."""
-    from locust.util.timespan import parse_timespan
-
-    seconds = parse_timespan(text.strip())
+    """`90`, `90s`, `2m` or `1m30s` to whole seconds. (Not Locust's parser: importing locust monkey-patches the
+    whole process with gevent, which the benchmark's own Ray driver must not be.)"""
+    match = _DURATION.fullmatch(text.strip())
+    if not match or not any(match.groups()):
+        raise ValueError(f"a duration is like 90, 90s, 2m or 1h30m; got {text!r}")
+    if match["plain"]:
+        seconds = int(match["plain"])
+    else:
+        seconds = sum(int(match[unit] or 0) * factor for unit, factor in (("h", 3600), ("m", 60), ("s", 1)))
     if seconds <= 0:
         raise ValueError(f"duration must be positive, got {text!r}")
     return seconds

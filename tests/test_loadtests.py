@@ -1,0 +1,235 @@
+"""The load tests themselves: answer checks, scenarios, the summary, and short Locust runs end to end.
+
+Unit tests need nothing running. The `serve` tests run Locust for a few seconds at low load: against a fake
+service whose every answer is wrong (each must count as a failure), against the real application on Ray Serve
+(the one-machine profile; no failures, a hand scored and a non-hand refused), and against the monolith baseline.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+import threading
+import time
+
+import pytest
+
+from deepxray.labels import JOINT_NAMES
+from loadtests.checks import Expected, classify
+from loadtests.pool import ensure_pool, load_pool, parse_groups
+from loadtests.run import LoadRun, parse_duration, run_load
+from loadtests.service import Layout, free_port, shipped_config
+from loadtests.shapes import users_at
+from loadtests.summary import Request, summarise
+
+LEFT = Expected("left_hand", "L")
+CHEST = Expected("chest", None)
+LOAD_SECONDS = 6
+MODEL_NAMES = ("body_part", "joint_detection", "ratingen_score")
+
+
+def answer(scores=None, laterality="L") -> dict:
+    scores = scores if scores is not None else {name: i % 6 for i, name in enumerate(JOINT_NAMES)}
+    return {"scores": scores, "total": sum(scores.values()), "laterality": laterality}
+
+
+# ------------------------------------------------------------------------------------------- answer checks
+
+
+def test_a_right_score_and_a_right_refusal_are_answers():
+    assert classify(200, answer(), LEFT)[0] == "ok"
+    assert classify(200, answer(laterality="R"), Expected("right_hand", "R"))[0] == "ok"
+    assert classify(422, b'{"error": "not_a_hand", "detail": "chest"}', CHEST)[0] == "refused"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (200, answer({**answer()["scores"], "pip5": 6}), LEFT),  # a score outside 0..5
+        (200, answer({name: 1 for name in JOINT_NAMES[:9]}), LEFT),  # nine joints
+        (200, {**answer(), "total": 99}, LEFT),  # a total that is not the sum
+        (200, answer(laterality="R"), LEFT),  # the wrong hand
+        (200, b"<html>not json</html>", LEFT),
+        (200, answer(), CHEST),  # a chest scored
+        (422, b'{"error": "joints_not_found"}', LEFT),  # a hand refused
+        (422, b'{"error": "joints_not_found"}', CHEST),  # refused, but not as a non-hand
+    ],
+)
+def test_a_wrong_answer_is_a_wrong_answer(status, body, expected):
+    assert classify(status, body, expected)[0] == "wrong_answer"
+
+
+def test_other_outcomes_by_kind():
+    assert classify(503, b"", LEFT)[0] == "overloaded"
+    assert classify(500, b"{}", LEFT)[0] == "http_500"
+    assert classify(504, b"{}", CHEST)[0] == "http_504"
+    assert classify(0, None, LEFT)[0] == "connection_error"
+
+
+# ---------------------------------------------------------------------------------------------- scenarios
+
+
+def test_shapes():
+    assert [users_at("steady", t, 4, 60) for t in (0, 30, 59.9, 60)] == [4, 4, 4, None]
+    ramp = [users_at("ramp", t, 8, 100) for t in range(0, 100, 5)]
+    assert ramp[0] == 1 and ramp[-1] == 8 and ramp == sorted(ramp)
+    assert [users_at("spike", t, 4, 90) for t in (0, 29, 30, 59, 60, 89, 90)] == [4, 4, 12, 12, 4, 4, None]
+    with pytest.raises(ValueError):
+        users_at("wave", 0, 1, 10)
+
+
+def test_layouts_fit_the_cpus():
+    _, base = shipped_config()
+    shipped = Layout.parse("1-1-1-1").profile(base, 2)
+    assert all(shipped[name]["ray_actor_options"]["num_cpus"] == base[name]["ray_actor_options"]["num_cpus"]
+               for name in base)  # fmt: skip
+    wide = Layout.parse("3-1-2-2").profile(base, 2)
+    assert wide["Ingress"]["num_replicas"] == 3 and wide["JointDetection"]["num_replicas"] == 2
+    reserved = sum(o["num_replicas"] * o["ray_actor_options"]["num_cpus"] for o in wide.values())
+    assert 1.9 < reserved <= 2.0
+    assert wide["RatingenScore"]["user_config"] == base["RatingenScore"]["user_config"]
+    for bad in ("1-1-1", "0-1-1-1", "a-1-1-1"):
+        with pytest.raises(ValueError):
+            Layout.parse(bad)
+
+
+def test_arguments_and_no_gevent_in_this_process():
+    assert parse_duration("90s") == 90 and parse_duration("2m") == 120 and parse_duration("15") == 15
+    assert parse_duration("1m30s") == 90
+    for bad in ("", "0", "1x", "s"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    assert parse_groups("all") == ("png", "jpeg", "dicom", "others") and parse_groups("png") == ("png",)
+    with pytest.raises(ValueError):
+        parse_groups("gif")
+    # Locust runs in its own process: importing it here would monkey-patch pytest's (and Ray's) with gevent.
+    assert "locust" not in sys.modules and "gevent" not in sys.modules
+
+
+# ------------------------------------------------------------------------------------------------ summary
+
+
+def requests_at(starts, latency=0.2, kind="ok", status=200) -> list[Request]:
+    return [Request(t, latency, status, kind, "png") for t in starts]
+
+
+def test_summary_counts_failures_by_kind_and_leaves_out_the_warm_up():
+    requests = requests_at([i / 10 for i in range(100)])  # 10 answers a second for 10 s
+    requests += requests_at([0.5], latency=3.0)  # slow, but in the warm-up
+    requests += requests_at([5.0, 6.0], kind="wrong_answer")
+    requests += requests_at([7.0], kind="connection_error", status=0)
+    requests += requests_at([8.0], kind="overloaded", status=503)
+    summary = summarise({"shape": "steady", "users": 2, "duration_s": 10}, requests, warmup_s=2)
+    assert summary.answered == 80 and summary.images_per_s == pytest.approx(10.0)
+    assert summary.p50_s == summary.p99_s == pytest.approx(0.2)
+    assert summary.failures == {"connection_error": 1, "overloaded": 1, "wrong_answer": 2}
+    assert summary.failed == 4 and summary.all_requests == 105
+
+
+def test_spike_share_in_time_and_recovery():
+    # 30 s: normal for 10 s, a spike with 503s and slow answers, then slow for 3 s more and normal again.
+    requests = requests_at([i / 4 for i in range(40)], latency=0.2)
+    requests += requests_at([10 + i / 4 for i in range(20)], latency=1.5)
+    requests += requests_at([10 + i / 4 for i in range(20)], latency=0.01, kind="overloaded", status=503)
+    requests += requests_at([15.5], latency=2.5)  # answered, but too late
+    requests += requests_at([16.0], latency=0.3, kind="http_500", status=500)
+    requests += requests_at([20 + i / 4 for i in range(12)], latency=0.9)
+    requests += requests_at([23 + i / 4 for i in range(28)], latency=0.25)
+    summary = summarise({"shape": "spike", "users": 2, "duration_s": 30}, requests, warmup_s=1)
+    assert summary.spike_requests == 42
+    assert summary.spike_answered_within_2s == pytest.approx(40 / 42)
+    assert summary.recovery_s == 3.0
+    assert summary.failures == {"http_500": 1}  # a 503 is an answer in the spike
+
+
+def test_spike_that_never_recovers():
+    requests = requests_at([i / 4 for i in range(40)]) + requests_at([10 + i / 4 for i in range(80)], latency=3.0)
+    summary = summarise({"shape": "spike", "users": 2, "duration_s": 30}, requests)
+    assert summary.recovery_s is None and summary.spike_answered_within_2s == 0.0
+
+
+# ------------------------------------------------------------------------------------- Locust end to end
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """Two hands in each format and one non-hand: every kind of upload, full size."""
+    return ensure_pool(tmp_path_factory.mktemp("pool"), hands=2, others=1, seed=6100)
+
+
+def short_run(url: str, groups: str = "all", users: int = 2) -> LoadRun:
+    return LoadRun(url, users=users, duration_s=LOAD_SECONDS, groups=groups, warmup_s=0)
+
+
+@pytest.fixture()
+def wrong_service():
+    """A service whose every answer is wrong: a score of 7 for every joint of every image."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/score")
+    async def score():
+        scores = {name: 7 for name in JOINT_NAMES}
+        return {"scores": scores, "total": 70, "laterality": "L"}
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.mark.serve
+def test_every_wrong_answer_is_a_locust_failure(wrong_service, pool, tmp_path):
+    summary = run_load(short_run(wrong_service, users=1), tmp_path, pool, quiet=True)
+    assert summary.requests > 0 and summary.answered == 0
+    assert summary.failures == {"wrong_answer": summary.requests}
+    with open(tmp_path / "locust_stats.csv", newline="", encoding="utf-8") as f:
+        total = next(row for row in csv.DictReader(f) if row["Name"] == "Aggregated")
+    assert int(total["Failure Count"]) == int(total["Request Count"]) > 0
+    assert (tmp_path / "locust.html").stat().st_size > 0
+
+
+def models_present() -> bool:
+    from deepxray.models.artifacts import default_models_dir
+
+    return all((default_models_dir() / name / "model.keras").is_file() for name in MODEL_NAMES)
+
+
+def assert_clean_run(summary, pool) -> None:
+    assert summary.failures == {}, summary.failures
+    assert summary.kinds.get("ok", 0) >= 1 and summary.kinds.get("refused", 0) >= 1, summary.kinds
+    assert summary.requests >= len(load_pool(pool)) // 2
+
+
+@pytest.mark.serve
+@pytest.mark.slow
+def test_smoke_load_against_the_served_application(pool, tmp_path):
+    """A few seconds of Locust at low load against the one-machine profile: no failures of any kind."""
+    if not models_present():
+        pytest.skip("no model artifacts: train them (deepxray train) or set DEEPXRAY_MODELS")
+    from loadtests.service import ray_application
+
+    with ray_application(Layout.parse("1-1-1-1"), cpus=2) as url:
+        summary = run_load(short_run(url), tmp_path, pool, quiet=True)
+    assert_clean_run(summary, pool)
+
+
+@pytest.mark.serve
+@pytest.mark.slow
+def test_smoke_load_against_the_monolith(pool, tmp_path):
+    if not models_present():
+        pytest.skip("no model artifacts: train them (deepxray train) or set DEEPXRAY_MODELS")
+    from loadtests.service import monolith
+
+    with monolith(workers=1, cores=1) as url:
+        summary = run_load(short_run(url, users=1), tmp_path, pool, quiet=True)
+    assert_clean_run(summary, pool)
