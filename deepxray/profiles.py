@@ -5,10 +5,11 @@ against the application they configure.
 
 A profile is first read the way `serve deploy` reads it (Ray's own `ServeDeploySchema`), then held against
 `deepxray.app`: its `args` must be valid `AppArgs`, its `deployments:` must name exactly the deployments that
-`bind_graph` builds and set options Ray accepts for them, and the scorer's `user_config` must be batching settings
-the scorer reads. Profiles given together must describe the same application (name, route, import path,
-deployments and argument names); their values (replicas, CPUs, limits) are theirs to differ. So editing one
-profile, or the application, cannot leave the other silently out of step.
+`bind_graph` builds and set options Ray accepts for them, the scorer's `user_config` must be batching settings the
+scorer reads, and the ingress must take more requests than its own admission gate lets in. Profiles given
+together must describe the same application (name, route, import path, deployments and argument names); their
+values (replicas, CPUs, limits) are theirs to differ. So editing one profile, or the application, cannot leave
+the other silently out of step.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import yaml
 
 IMPORT_PATH = "deepxray.app:build_app"
 SCORER = "RatingenScore"
+INGRESS = "Ingress"
 
 
 class ProfileError(ValueError):
@@ -77,6 +79,12 @@ def profile_problems(config) -> list[str]:
         problems.append(f"{SCORER} user_config keys {sorted(batching)} are not {sorted(args.batching())}")
     elif scorer.get("max_ongoing_requests", 0) < batching["max_batch_size"]:
         problems.append(f"{SCORER} max_ongoing_requests is below max_batch_size: a batch could never fill")
+    admitted = args.max_scoring + args.max_waiting  # the ingress's own gate answers a JSON 503 beyond these
+    if options[INGRESS].get("max_ongoing_requests", 0) <= admitted:
+        problems.append(
+            f"{INGRESS} max_ongoing_requests is not above max_scoring + max_waiting ({admitted}): Serve's plain-text "
+            "503 would come before the ingress's own, and health checks would queue behind images"
+        )
     for name, opts in options.items():
         if "num_replicas" not in opts and "autoscaling_config" not in opts:
             problems.append(f"{name} sets neither num_replicas nor autoscaling_config")

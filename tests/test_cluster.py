@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,6 +204,7 @@ def test_the_two_profiles_describe_the_same_application(tmp_path):
         (lambda app: app["args"].pop("retry_after_s"), "args"),
         (lambda app: app["deployments"][3]["user_config"].update(max_batch=4), "user_config keys"),
         (lambda app: app["deployments"][0]["autoscaling_config"].update(min_replicas=20), "options rejected"),
+        (lambda app: app["args"].update(max_waiting=64), "max_scoring \\+ max_waiting"),
     ]:
         with pytest.raises(ProfileError, match=problem):
             check_profiles([ONE_MACHINE_PROFILE, drifted(change)])
@@ -413,6 +415,64 @@ def test_replicas_are_spread_over_the_workers_and_score(deployed, radiographs, t
         print(f"\nplacement (replica nodes by deployment; head {head[:8]}):")
         for name, nodes in placement.items():
             print(f"  {name}: {[node[:8] for node in nodes]}")
+
+
+# ---------------------------------------------------------------------------------------- CPU per image
+
+
+def cluster_processes(deployed: Deployed) -> dict[str, list[psutil.Process]]:
+    """The processes an image passes through, by role: each deployment's replicas (from Serve's state), the nodes'
+    HTTP proxies and their raylets (found under the raylets, as Serve does not report the proxies' pids)."""
+    roles = {name: [psutil.Process(r["pid"]) for r in rs] for name, rs in deployed.replicas().items()}
+    raylets = [node.raylet() for node in deployed.cluster.nodes]
+    roles["proxies"] = [
+        child for raylet in raylets for child in raylet.children() if child.cmdline()[:1] == ["ray::ProxyActor"]
+    ]
+    roles["raylets"] = raylets
+    return roles
+
+
+def cpu_seconds(roles: dict[str, list[psutil.Process]]) -> dict[str, float]:
+    return {
+        role: sum(p.cpu_times().user + p.cpu_times().system for p in processes) for role, processes in roles.items()
+    }
+
+
+def send_images(url: str, upload: bytes, images: int, clients: int) -> list[int]:
+    """`images` uploads, `clients` at a time, one after another in each; their statuses."""
+
+    def send(_) -> int:
+        return httpx.post(f"{url}/score", files={"xray": upload}, timeout=60).status_code
+
+    with ThreadPoolExecutor(clients) as pool:
+        return list(pool.map(send, range(images)))
+
+
+@pytest.mark.cluster
+@pytest.mark.serve
+@pytest.mark.slow
+def test_cpu_per_image_by_stage(deployed, radiographs, capsys):
+    """CPU seconds per image in every role, for 16-bit PNG and JPEG uploads (two clients at a time): what one
+    whole-CPU replica of each deployment can take per second, the basis of docs/benchmarks.md's capacity note."""
+    roles = cluster_processes(deployed)
+    assert set(roles) == {*DEPLOYMENTS, "proxies", "raylets"} and len(roles["proxies"]) == 3, roles
+    images, clients = 24, 2
+    rows = {}
+    for fmt in ("png", "jpeg"):
+        upload = radiographs.file("left_hand", fmt)
+
+        before, started = cpu_seconds(roles), time.monotonic()
+        statuses = send_images(deployed.url, upload, images, clients)
+        wall, after = time.monotonic() - started, cpu_seconds(roles)
+        assert statuses == [200] * images
+        rows[fmt] = {role: (after[role] - before[role]) / images for role in roles} | {"images_per_s": images / wall}
+        assert rows[fmt]["Ingress"] > 0 and rows[fmt]["RatingenScore"] > 0, rows[fmt]
+
+    with capsys.disabled():
+        print(f"\nCPU ms per image by role ({images} images, {clients} clients, on this machine's 2 cores):")
+        for fmt, row in rows.items():
+            figures = ", ".join(f"{role} {1000 * s:.1f}" for role, s in row.items() if role != "images_per_s")
+            print(f"  {fmt}: {figures}; {row['images_per_s']:.2f} images/s")
 
 
 # ------------------------------------------------------------------------------------------ a node dies
