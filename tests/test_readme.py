@@ -84,11 +84,15 @@ def test_readme_commands_run_in_order(tmp_path):
                 wait_ready("http://127.0.0.1:8000/readyz", server)
                 continue
             cwd = tmp_path
-            if "train" in words:
+            if "train" in words or "checkpoint" in words:
+                # Training writes its own `models` (with `_training/` checkpoints) beside the shipped ones.
                 cwd = tmp_path / "training"
-                cwd.mkdir()
+                cwd.mkdir(exist_ok=True)
             result = subprocess.run(words, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
             assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
+            if "checkpoint" in words:  # the exported set, for the later commands run in the main folder
+                out = words[words.index("--out") + 1]
+                (tmp_path / out).symlink_to(cwd / out)
             if words[0] == "curl":
                 answer = json.loads(result.stdout)
                 assert set(answer["scores"]) == {"mcp1", "mcp2", "mcp3", "mcp4", "mcp5", "pip1", "pip2", "pip3",
@@ -102,4 +106,5 @@ def test_readme_commands_run_in_order(tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
     assert (tmp_path / "report" / "report.md").is_file()
+    assert "B − A" in (tmp_path / "comparison" / "report.md").read_text(encoding="utf-8")
     assert (tmp_path / "training" / "models" / "ratingen_score" / "model_card.json").is_file()
