@@ -66,6 +66,9 @@ def locust_command(run: LoadRun, pool: Path, out: Path) -> list[str]:
         "--csv", str(out / "locust"), "--csv-full-history", "--html", str(out / "locust.html"),
         "--pool", str(pool), "--groups", run.groups, "--shape", run.shape, "--spike-factor", f"{run.spike_factor:g}",
         "--request-log", str(out / "requests.csv"), "--request-timeout", f"{run.request_timeout_s:g}",
+        # Users leave only after their request is answered (at the spike's end too), so every request sent is
+        # recorded with its outcome rather than cut off unseen.
+        "--stop-timeout", f"{int(run.request_timeout_s)}s",
         "--exit-code-on-error", "0", "--loglevel", "WARNING",
     ]  # fmt: skip
 

@@ -4,6 +4,7 @@ replica layout, and the monolith baseline under uvicorn. Also where each process
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import signal
@@ -69,7 +70,8 @@ class Layout:
         for name, n in zip(DEPLOYMENTS, self.replicas, strict=True):
             options = {**base[name], "num_replicas": n}
             actor = dict(options.get("ray_actor_options", {}))
-            actor["num_cpus"] = round(shares[name] * scale, 3)
+            # Rounded down: a sum a hair over `cpus` would leave a replica that Ray can never place.
+            actor["num_cpus"] = math.floor(shares[name] * scale * 1000) / 1000
             options["ray_actor_options"] = actor
             profile[name] = options
         return profile

@@ -87,6 +87,13 @@ def test_layouts_fit_the_cpus():
     assert wide["Ingress"]["num_replicas"] == 3 and wide["JointDetection"]["num_replicas"] == 2
     reserved = sum(o["num_replicas"] * o["ray_actor_options"]["num_cpus"] for o in wide.values())
     assert 1.9 < reserved <= 2.0
+    assert (
+        sum(
+            o["num_replicas"] * o["ray_actor_options"]["num_cpus"]
+            for o in Layout.parse("2-1-1-1").profile(base, 2).values()
+        )
+        <= 2
+    )
     assert wide["RatingenScore"]["user_config"] == base["RatingenScore"]["user_config"]
     for bad in ("1-1-1", "0-1-1-1", "a-1-1-1"):
         with pytest.raises(ValueError):
