@@ -1,8 +1,8 @@
 """Headless load run against a running service: the pool made if missing, Locust, its CSV and HTML, a summary.
 
-    python -m loadtests.run --url http://127.0.0.1:8000 --shape steady --users 6 --duration 60s
+    python -m loadtests.run --url http://127.0.0.1:8000 --shape steady --users 4 --duration 60s
     python -m loadtests.run --url http://127.0.0.1:8000 --shape ramp --users 12 --duration 120s
-    python -m loadtests.run --url http://127.0.0.1:8000 --shape spike --users 6 --spike-factor 3 --duration 90s
+    python -m loadtests.run --url http://127.0.0.1:8000 --shape spike --users 4 --spike-factor 3 --duration 90s
 
 Writes into `--out`: `locust_stats.csv`, `locust_stats_history.csv`, `locust_failures.csv`,
 `locust_exceptions.csv` and `locust.html` (Locust's own), `requests.csv` and `requests.meta.json` (every request),
@@ -33,7 +33,7 @@ class LoadRun:
     """One Locust run: where, how hard, how long, with which images."""
 
     url: str
-    users: int = 6
+    users: int = 4
     duration_s: int = 60
     shape: str = "steady"
     spawn_rate: float = 0.0  # users started per second; 0: all at once
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the service (default: %(default)s)")
     parser.add_argument("--shape", choices=SHAPES, default="steady")
-    parser.add_argument("--users", type=int, default=6, help="users (requests in flight); the spike's base")
+    parser.add_argument("--users", type=int, default=4, help="users (requests in flight); the spike's base")
     parser.add_argument("--spawn-rate", type=float, default=0.0, help="users started per second (0: all at once)")
     parser.add_argument("--duration", default="60s", help="run time, e.g. 90s or 2m (default: %(default)s)")
     parser.add_argument("--groups", default="all", help="pool groups: png,jpeg,dicom,others or all")

@@ -1,7 +1,7 @@
 """The scaling benchmark: replica layouts of the three model deployments against the monolith baseline.
 
     python -m loadtests.scaling                                   # the default layouts, monolith, 60 s runs
-    python -m loadtests.scaling --layouts 1-1-1-1,2-1-1-1,2-1-2-1,3-1-1-1 --users 6 --duration 60s --spike
+    python -m loadtests.scaling --layouts 1-1-1-1,2-1-1-1,2-1-2-1,2-1-2-2 --users 4 --duration 60s --spike
 
 For each layout (replicas I-B-J-R of Ingress, BodyPart, JointDetection, RatingenScore; CPU shares those of
 serve_config.yaml, shrunk alike where they would not fit on `--cpus`) it deploys the application on a Ray started
@@ -21,7 +21,7 @@ runs, unless `--no-monolith`. Prints a Markdown table and our throughput and p95
 saves `scaling.png` (throughput and p95 by layout), `scaling.json` and every run's Locust output in `--out`.
 
 The figures are this machine's: Locust, Ray and the service share its cores, so a run on a busy machine says
-little. Takes about 3 minutes per layout with the defaults (5 with `--spike`).
+little. Takes about 3 minutes per layout with the defaults, 1.5 more for `--spike`, 2.5 for the monolith.
 """
 
 from __future__ import annotations
@@ -140,6 +140,7 @@ def plot(results: list[Result], path: Path) -> None:
     right.plot(names, [r.png.p95_s or 0 for r in results], "o-", label="16-bit PNG")
     right.plot(names, [r.jpeg.p95_s or 0 for r in results], "s-", label="JPEG")
     right.axhline(1.0, color="grey", linestyle=":", label="1 s")
+    right.set_ylim(bottom=0)
     right.set(title="p95 latency at saturation", ylabel="s", xlabel="layout (I-B-J-R)")
     for axis in (left, right):
         axis.set_xticks(list(x), names, rotation=20)
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layouts", default=DEFAULT_LAYOUTS, help="comma list of I-B-J-R (default: %(default)s)")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="CPUs of Ray, workers of the monolith")
-    parser.add_argument("--users", type=int, default=6, help="Locust users at saturation (default: %(default)s)")
+    parser.add_argument("--users", type=int, default=4, help="Locust users at saturation (default: %(default)s)")
     parser.add_argument("--duration", default="60s", help="each saturation run (default: %(default)s)")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds left out of each run's figures")
     parser.add_argument("--spike", action="store_true", help="also the spike scenario on the first layout")
