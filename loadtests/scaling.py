@@ -124,6 +124,16 @@ def markdown_table(results: list[Result], cpus: int) -> str:
     return "\n".join(lines)
 
 
+def cpu_table(results: list[Result]) -> str:
+    """CPU milliseconds per image of each process role during the PNG run: what costs the time."""
+    roles = sorted({role for r in results for role in r.cpu_per_image_s})
+    lines = ["| layout | " + " | ".join(roles) + " | all |", "| --- |" + " --- |" * (len(roles) + 1)]
+    for r in results:
+        cells = [f"{1000 * r.cpu_per_image_s[role]:.0f}" if role in r.cpu_per_image_s else "" for role in roles]
+        lines.append(f"| {r.name} | " + " | ".join(cells) + f" | {1000 * sum(r.cpu_per_image_s.values()):.0f} |")
+    return "\n".join(lines)
+
+
 def plot(results: list[Result], path: Path) -> None:
     import matplotlib
 
@@ -181,9 +191,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{os.cpu_count()} cores; Locust {options.users} users, {options.duration_s} s per run "
           f"({options.warmup:g} s warm-up left out)\n")  # fmt: skip
     print(table)
+    cpu = cpu_table(results)
+    print("\nCPU ms per image during the PNG run, by process (Locust included: it shares the cores)\n")
+    print(cpu)
     options.out.mkdir(parents=True, exist_ok=True)
     plot(results, options.out / "scaling.png")
-    (options.out / "scaling.md").write_text(table + "\n", encoding="utf-8")
+    (options.out / "scaling.md").write_text(table + "\n\n" + cpu + "\n", encoding="utf-8")
     (options.out / "scaling.json").write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
     print(f"\nplot, table, figures and every run's Locust output in {options.out}")
 

@@ -240,3 +240,23 @@ def test_smoke_load_against_the_monolith(pool, tmp_path):
     with monolith(workers=1, cores=1) as url:
         summary = run_load(short_run(url, users=1), tmp_path, pool, quiet=True)
     assert_clean_run(summary, pool)
+
+
+def test_scaling_table_compares_with_the_monolith():
+    from loadtests.scaling import MONOLITH, Result, cpu_table, markdown_table
+
+    def run(images_per_s, p95):
+        return summarise(
+            {"shape": "steady", "duration_s": 10},
+            requests_at([i / images_per_s for i in range(int(10 * images_per_s))], latency=p95),
+        )
+
+    ours = Result("2-1-1-1", 0.2, 0.2, run(6, 0.5), run(12, 0.3), {"Ingress": 0.14, "proxy": 0.02})
+    base = Result(MONOLITH, 0.3, 0.3, run(12, 0.25), run(20, 0.2), {"monolith worker": 0.12})
+    rows = markdown_table([ours, base], cpus=2).splitlines()
+    assert rows[2].split(" | ")[1:] == ["0.200", "6.00", "0.500", "12.00", "0.300", "0", "0.50", "2.00 |"]
+    assert rows[3].startswith("| monolith (2 uvicorn workers) | 0.300 | 12.00 |")
+    assert cpu_table([ours, base]).splitlines()[2:] == [
+        "| 2-1-1-1 | 140 |  | 20 | 160 |",
+        "| monolith |  | 120 |  | 120 |",
+    ]
