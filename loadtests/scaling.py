@@ -16,6 +16,10 @@ here, then measures:
 - with `--spike`, the spike scenario on 16-bit PNGs (`--users` for a third of the time, three times as many for
   a third, `--users` again), for the layout first listed.
 
+`--arg NAME=VALUE` replaces one of the config's `args:` for every layout and the monolith alike, e.g. the
+ingress's admission limits (`max_scoring`, `max_waiting`): what decides whether a spike is answered by a fast
+503 or by a queue that makes every answer late.
+
 Then the monolith (`loadtests.monolith`, as many uvicorn workers as `--cpus`, one thread each) under the same
 runs, unless `--no-monolith`. Prints a Markdown table and our throughput and p95 as ratios to the monolith's;
 saves `scaling.png` (throughput and p95 by layout), `scaling.json` and every run's Locust output in `--out`.
@@ -161,6 +165,17 @@ def plot(results: list[Result], path: Path) -> None:
     plt.close(fig)
 
 
+def parse_app_args(items: list[str]) -> dict[str, str]:
+    """`NAME=VALUE` items to a dict (AppArgs validates names and values when the application is built)."""
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--arg takes NAME=VALUE, got {item!r}")
+        pairs[name.strip()] = value.strip()
+    return pairs
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layouts", default=DEFAULT_LAYOUTS, help="comma list of I-B-J-R (default: %(default)s)")
@@ -170,21 +185,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds left out of each run's figures")
     parser.add_argument("--spike", action="store_true", help="also the spike scenario on the first layout")
     parser.add_argument("--spike-duration", default="90s", help="the whole spike run, in thirds (default: 90s)")
+    parser.add_argument(
+        "--ingress-max-ongoing", type=int, default=None, help="per Ingress replica (default: the profile's)"
+    )
+    parser.add_argument("--ingress-max-queued", type=int, default=None, help="Ingress queue (default: the profile's)")
     parser.add_argument("--no-monolith", dest="monolith", action="store_false", help="leave out the baseline")
     parser.add_argument("--pool", type=Path, default=DEFAULT_POOL)
     parser.add_argument("--out", type=Path, default=Path("build/scaling"))
     options = parser.parse_args(argv)
     options.duration_s = parse_duration(options.duration)
     options.spike_duration_s = parse_duration(options.spike_duration)
+    options.app_args = parse_app_args(options.arg)
     layouts = [Layout.parse(text) for text in options.layouts.split(",") if text.strip()]
     ensure_pool(options.pool)
 
     results = []
     for i, layout in enumerate(layouts):
-        with ray_application(layout, options.cpus) as url:
+        with ray_application(layout, options.cpus, args_overrides=options.app_args) as url:
             results.append(measure(layout.name, url, options, options.out, spike=options.spike and i == 0))
     if options.monolith:
-        with monolith(options.cpus, options.cpus) as url:
+        with monolith(options.cpus, options.cpus, app_args=options.app_args) as url:
             results.append(measure(MONOLITH, url, options, options.out, spike=False))
 
     table = markdown_table(results, options.cpus)

@@ -59,7 +59,7 @@ class Layout:
     def name(self) -> str:
         return "-".join(map(str, self.replicas))
 
-    def profile(self, base: dict, cpus: float) -> dict:
+    def profile(self, base: dict, cpus: float, overrides: dict[str, dict] | None = None) -> dict:
         """`base` (serve_config.yaml's deployments) with these replica counts. Each replica keeps its CPU share
         of the base unless all of them would reserve more than `cpus`: then every share shrinks alike, so Ray
         can place them (the shares are reservations; TensorFlow runs one thread per replica either way)."""
@@ -68,7 +68,7 @@ class Layout:
         scale = min(1.0, cpus / total)
         profile = {}
         for name, n in zip(DEPLOYMENTS, self.replicas, strict=True):
-            options = {**base[name], "num_replicas": n}
+            options = {**base[name], **(overrides or {}).get(name, {}), "num_replicas": n}
             actor = dict(options.get("ray_actor_options", {}))
             # Rounded down: a sum a hair over `cpus` would leave a replica that Ray can never place.
             actor["num_cpus"] = math.floor(shares[name] * scale * 1000) / 1000
@@ -94,8 +94,11 @@ def wait_ready(url: str, timeout_s: float = READY_TIMEOUT_S, process: subprocess
 
 
 @contextlib.contextmanager
-def ray_application(layout: Layout, cpus: int, args_overrides: dict | None = None) -> Iterator[str]:
-    """The application in `layout` on a Ray started here with `cpus` CPUs; Serve and Ray shut down after."""
+def ray_application(
+    layout: Layout, cpus: int, args_overrides: dict | None = None, deployment_overrides: dict | None = None
+) -> Iterator[str]:
+    """The application in `layout` on a Ray started here with `cpus` CPUs; Serve and Ray shut down after.
+    `deployment_overrides` (by deployment name) replace options of serve_config.yaml's, e.g. queue limits."""
     import ray
     from ray import serve
 
@@ -107,7 +110,12 @@ def ray_application(layout: Layout, cpus: int, args_overrides: dict | None = Non
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(bind_graph(app_args, layout.profile(base, cpus)), name=APP, route_prefix="/", blocking=False)
+        serve.run(
+            bind_graph(app_args, layout.profile(base, cpus, deployment_overrides)),
+            name=APP,
+            route_prefix="/",
+            blocking=False,
+        )
         url = f"http://127.0.0.1:{port}"
         wait_ready(url)
         yield url
@@ -117,17 +125,22 @@ def ray_application(layout: Layout, cpus: int, args_overrides: dict | None = Non
 
 
 @contextlib.contextmanager
-def monolith(workers: int, cores: int, env: dict | None = None) -> Iterator[str]:
+def monolith(workers: int, cores: int, app_args: dict | None = None) -> Iterator[str]:
     """The monolith under uvicorn with `workers` processes, ready (every worker loaded its models); stopped after
-    by terminating its process group."""
+    by terminating its process group. Its arguments are serve_config.yaml's `args:` with `app_args` over them,
+    as the served application's, passed the way the app builder reads them (`DEEPXRAY_<NAME>`)."""
+    from deepxray.app import ENV_PREFIX
     from loadtests.monolith import READY_LINE
+
+    args, _ = shipped_config()
+    env = {ENV_PREFIX + name.upper(): str(value) for name, value in {**args, **(app_args or {})}.items()}
 
     port = free_port()
     log_path = ROOT / "build" / f"monolith-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "loadtests.monolith", "--workers", str(workers), "--cores", str(cores)]
     command += ["--port", str(port)]
-    full_env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
+    full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
     with open(log_path, "w", encoding="utf-8") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)  # fmt: skip

@@ -83,8 +83,10 @@ def test_layouts_fit_the_cpus():
     shipped = Layout.parse("1-1-1-1").profile(base, 2)
     assert all(shipped[name]["ray_actor_options"]["num_cpus"] == base[name]["ray_actor_options"]["num_cpus"]
                for name in base)  # fmt: skip
-    wide = Layout.parse("3-1-2-2").profile(base, 2)
+    wide = Layout.parse("3-1-2-2").profile(base, 2, {"Ingress": {"max_queued_requests": 4}})
     assert wide["Ingress"]["num_replicas"] == 3 and wide["JointDetection"]["num_replicas"] == 2
+    assert wide["Ingress"]["max_queued_requests"] == 4
+    assert wide["Ingress"]["max_ongoing_requests"] == base["Ingress"]["max_ongoing_requests"]
     reserved = sum(o["num_replicas"] * o["ray_actor_options"]["num_cpus"] for o in wide.values())
     assert 1.9 < reserved <= 2.0
     assert (
@@ -109,6 +111,11 @@ def test_arguments_and_no_gevent_in_this_process():
     assert parse_groups("all") == ("png", "jpeg", "dicom", "others") and parse_groups("png") == ("png",)
     with pytest.raises(ValueError):
         parse_groups("gif")
+    from loadtests.scaling import parse_app_args
+
+    assert parse_app_args(["max_waiting=4", " max_scoring = 2"]) == {"max_waiting": "4", "max_scoring": "2"}
+    with pytest.raises(ValueError):
+        parse_app_args(["max_waiting"])
     # Locust runs in its own process: importing it here would monkey-patch pytest's (and Ray's) with gevent.
     assert "locust" not in sys.modules and "gevent" not in sys.modules
 
