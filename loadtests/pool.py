@@ -11,6 +11,7 @@ own seed, so the pool is the same on every machine.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,17 +63,24 @@ def ensure_pool(pool: Path, hands: int = 6, others: int = 4, seed: int = 6000, p
 
 
 def load_pool(pool: Path, groups: tuple[str, ...] | list[str] = GROUPS) -> list[PoolImage]:
-    """The pool's images (bytes in memory, so uploads cost no disk reads), in a fixed order."""
+    """The pool's images (bytes in memory, so uploads cost no disk reads), in a fixed order that takes the groups
+    in turn (a PNG, a JPEG, a DICOM, a non-hand, the next PNG, ...), so a few requests in a row cover them all."""
     from deepxray.phantoms.generate import read_manifest
 
-    images = []
+    by_group = []
     for group in groups:
         if group not in GROUPS:
             raise ValueError(f"unknown pool group {group!r}; choose from {', '.join(GROUPS)}")
         folder = Path(pool) / group
-        for record in read_manifest(folder):
-            expected = Expected(record["body_part"], record.get("laterality"))
-            images.append(PoolImage(group, record["file"], (folder / record["file"]).read_bytes(), expected))
+        by_group.append(
+            [
+                PoolImage(
+                    group, r["file"], (folder / r["file"]).read_bytes(), Expected(r["body_part"], r.get("laterality"))
+                )
+                for r in read_manifest(folder)
+            ]
+        )
+    images = [image for turn in itertools.zip_longest(*by_group) for image in turn if image is not None]
     if not images:
         raise ValueError(f"no images in {pool} for {', '.join(groups)}")
     return images

@@ -171,6 +171,14 @@ def pool(tmp_path_factory):
     return ensure_pool(tmp_path_factory.mktemp("pool"), hands=2, others=1, seed=6100)
 
 
+def test_pool_takes_the_groups_in_turn(pool):
+    images = load_pool(pool)
+    assert [image.group for image in images[:4]] == ["png", "jpeg", "dicom", "others"]
+    assert {image.expected.body_part for image in images if image.group != "others"} == {"left_hand", "right_hand"}
+    assert not images[3].expected.is_hand
+    assert all(len(image.data) > 300_000 for image in images)  # full-size radiographs, not thumbnails
+
+
 def short_run(url: str, groups: str = "all", users: int = 2) -> LoadRun:
     return LoadRun(url, users=users, duration_s=LOAD_SECONDS, groups=groups, warmup_s=0)
 
