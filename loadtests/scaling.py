@@ -176,7 +176,7 @@ def parse_app_args(items: list[str]) -> dict[str, str]:
     return pairs
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layouts", default=DEFAULT_LAYOUTS, help="comma list of I-B-J-R (default: %(default)s)")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="CPUs of Ray, workers of the monolith")
@@ -186,9 +186,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spike", action="store_true", help="also the spike scenario on the first layout")
     parser.add_argument("--spike-duration", default="90s", help="the whole spike run, in thirds (default: 90s)")
     parser.add_argument(
-        "--ingress-max-ongoing", type=int, default=None, help="per Ingress replica (default: the profile's)"
+        "--arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="replaces an `args:` value of serve_config.yaml for every layout and the monolith, e.g. max_waiting=4",
     )
-    parser.add_argument("--ingress-max-queued", type=int, default=None, help="Ingress queue (default: the profile's)")
     parser.add_argument("--no-monolith", dest="monolith", action="store_false", help="leave out the baseline")
     parser.add_argument("--pool", type=Path, default=DEFAULT_POOL)
     parser.add_argument("--out", type=Path, default=Path("build/scaling"))
@@ -196,7 +199,13 @@ def main(argv: list[str] | None = None) -> None:
     options.duration_s = parse_duration(options.duration)
     options.spike_duration_s = parse_duration(options.spike_duration)
     options.app_args = parse_app_args(options.arg)
-    layouts = [Layout.parse(text) for text in options.layouts.split(",") if text.strip()]
+    options.layout_list = [Layout.parse(text) for text in options.layouts.split(",") if text.strip()]
+    return options
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = parse_options(argv)
+    layouts = options.layout_list
     ensure_pool(options.pool)
 
     results = []

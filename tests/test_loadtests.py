@@ -111,7 +111,13 @@ def test_arguments_and_no_gevent_in_this_process():
     assert parse_groups("all") == ("png", "jpeg", "dicom", "others") and parse_groups("png") == ("png",)
     with pytest.raises(ValueError):
         parse_groups("gif")
-    from loadtests.scaling import parse_app_args
+    from loadtests.scaling import parse_app_args, parse_options
+
+    options = parse_options(["--layouts", "1-1-1-1,2-1-2-1", "--duration", "20s", "--arg", "max_waiting=4", "--spike"])
+    assert [layout.name for layout in options.layout_list] == ["1-1-1-1", "2-1-2-1"]
+    assert options.duration_s == 20 and options.spike_duration_s == 90 and options.app_args == {"max_waiting": "4"}
+    defaults = parse_options([])
+    assert defaults.users == 4 and defaults.monolith and len(defaults.layout_list) == 4
 
     assert parse_app_args(["max_waiting=4", " max_scoring = 2"]) == {"max_waiting": "4", "max_scoring": "2"}
     with pytest.raises(ValueError):
