@@ -223,9 +223,12 @@ def main(argv: list[str] | None = None) -> None:
     cpu = cpu_table(results)
     print("\nCPU ms per image during the PNG run, by process (Locust included: it shares the cores)\n")
     print(cpu)
+    spikes = [f"Spike on {r.name}: {format_summary(r.spike)}" for r in results if r.spike is not None]
+    for text in spikes:
+        print(f"\n{text}")
     options.out.mkdir(parents=True, exist_ok=True)
     plot(results, options.out / "scaling.png")
-    (options.out / "scaling.md").write_text(table + "\n\n" + cpu + "\n", encoding="utf-8")
+    (options.out / "scaling.md").write_text("\n\n".join([table, cpu, *spikes]) + "\n", encoding="utf-8")
     (options.out / "scaling.json").write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
     print(f"\nplot, table, figures and every run's Locust output in {options.out}")
 
