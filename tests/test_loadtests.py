@@ -173,6 +173,18 @@ def test_spike_share_in_time_and_recovery():
     assert summary.failures == {"http_500": 1}  # a 503 is an answer in the spike
 
 
+def test_after_the_spike_normal_is_measured_against_the_latencies_before_it():
+    # Before: medians of 0.2 s with a p95 of 0.6 s; after: 0.5 s, within the p95 though over 1.5 x the median.
+    before = requests_at([i / 4 for i in range(40)], latency=0.2)
+    before += requests_at([i + 0.1 for i in range(10)], latency=0.6)
+    spike = requests_at([10 + i / 4 for i in range(40)], latency=1.0)
+    after = requests_at([20 + i / 4 for i in range(40)], latency=0.5)
+    summary = summarise({"shape": "spike", "users": 2, "duration_s": 30}, before + spike + after)
+    assert summary.recovery_s == 0.0
+    slower = requests_at([20 + i / 4 for i in range(40)], latency=0.7)
+    assert summarise({"shape": "spike", "users": 2, "duration_s": 30}, before + spike + slower).recovery_s is None
+
+
 def test_spike_that_never_recovers():
     requests = requests_at([i / 4 for i in range(40)]) + requests_at([10 + i / 4 for i in range(80)], latency=3.0)
     summary = summarise({"shape": "spike", "users": 2, "duration_s": 30}, requests)
