@@ -59,8 +59,8 @@ class AppArgs(BaseModel):
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, description="Largest width x height (413 above)")
     stage_timeout_s: float = Field(10.0, gt=0.0, description="Longest wait for one model call (504 after)")
     retry_after_s: int = Field(1, ge=0, description="Retry-After of a 503 when Serve does not say")
-    max_scoring: int = Field(8, ge=1, description="Images one ingress replica scores at once")
-    max_waiting: int = Field(32, ge=0, description="Images waiting for a slot per ingress replica (503 beyond)")
+    max_scoring: int = Field(4, ge=1, description="Images one ingress replica scores at once")
+    max_waiting: int = Field(4, ge=0, description="Images waiting for a slot per ingress replica (503 beyond)")
     max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, ge=1, description="Most crops in one scorer pass")
     batch_wait_timeout_s: float = Field(DEFAULT_BATCH_WAIT_TIMEOUT_S, ge=0.0, description="Longest wait to fill one")
 

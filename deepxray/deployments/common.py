@@ -74,8 +74,8 @@ class IngressSettings(BaseModel):
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0)
     stage_timeout_s: float = Field(10.0, gt=0.0)
     retry_after_s: int = Field(1, ge=0)
-    max_scoring: int = Field(8, ge=1)
-    max_waiting: int = Field(32, ge=0)
+    max_scoring: int = Field(4, ge=1)
+    max_waiting: int = Field(4, ge=0)
 
     def limits(self) -> PipelineLimits:
         return PipelineLimits(

@@ -601,10 +601,10 @@ def create_app(service: ScoringService, proxy_echoes_request_id: bool = False) -
     num_replicas=1,
     # Fewer malloc arenas for the decoding threads keeps the replica's memory flat (see serve_config.yaml).
     ray_actor_options={"num_cpus": 0.5, "runtime_env": {"env_vars": {"MALLOC_ARENA_MAX": "2"}}},
-    # Room for the admission gate's 8 scoring + 32 waiting, plus health, readiness and model-card calls; Serve's
+    # Room for the admission gate's 4 scoring + 4 waiting, plus health, readiness and model-card calls; Serve's
     # own queue behind it is the last resort (its 503 is plain text, the gate's is the API's JSON).
-    max_ongoing_requests=48,
-    max_queued_requests=16,
+    max_ongoing_requests=16,
+    max_queued_requests=8,
     backpressure_config={"retry_after_s": 1},
     health_check_period_s=10,
     health_check_timeout_s=30,
