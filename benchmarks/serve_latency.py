@@ -12,10 +12,7 @@ more requests and prints the memory (RSS) of each replica of a self-started appl
 after request N, and the total of all Serve processes.
 
 The timings are from this machine's CPU (whatever else runs on it counts too); they are not a property of the
-models alone. Measured here (2 cores, the shipped models, 30 runs, nothing else running): 16-bit PNG p50
-152 ms in-process, 192 ms served (1.26x); JPEG 89 ms and 145 ms. With other jobs on the two cores the served
-PNG p50 rose to 256 ms. `--soak 1000`: all Serve processes 2.8 GiB RSS together; from request 200 to 1000 the
-model replicas grew 0.2-0.5 %, the ingress 2.4 % (with MALLOC_ARENA_MAX=2, as serve_config.yaml sets it).
+models alone. Figures measured here are in docs/benchmarks.md ("Serving latency").
 
     python -m benchmarks.serve_latency --runs 30
     python -m benchmarks.serve_latency --url http://127.0.0.1:8000 --runs 30
