@@ -98,7 +98,8 @@ async def evaluate(models_dir: Path, jobs: list[tuple], workers: int) -> dict:
     limits = PipelineLimits()
     rows = defaultdict(list)  # (set, variant) -> per-image outcome
     seconds = []
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    # A fork server, not fork: TensorFlow's threads already run in this process.
+    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
         for n, item in enumerate(pool.imap(_render, jobs, chunksize=2), start=1):
             for variant, data, centers in item["files"]:
                 start = time.perf_counter()

@@ -145,7 +145,9 @@ def generate_dataset(
             records = map(_work, jobs)
             pool = None
         else:
-            pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init)
+            # forkserver, not fork: a process that already runs threads (Ray, gRPC, a test session) can leave a
+            # lock held in a forked child, which then never starts; the fork server is a fresh process.
+            pool = multiprocessing.get_context("forkserver").Pool(workers, initializer=_worker_init)
             records = pool.imap(_work, jobs, chunksize=1)
         try:
             for record in records:

@@ -235,8 +235,9 @@ def build_training_set(
         iterator = map(source.example, jobs)
         pool = None
     else:
-        # Fork before TensorFlow is imported by the caller's training step: the workers only need numpy/cv2.
-        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker)
+        # Workers from a fork server (a fresh process): forking a process that already runs threads (TensorFlow,
+        # Ray, a test session) can leave a lock held in the child. The workers only need numpy and cv2.
+        pool = multiprocessing.get_context("forkserver").Pool(workers, initializer=_init_worker)
         iterator = pool.imap(source.example, jobs, chunksize=4)
     try:
         for example in iterator:
