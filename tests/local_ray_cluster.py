@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,23 +22,11 @@ from pathlib import Path
 
 import psutil
 
+from loadtests.service import free_port
+
 RAY = str(Path(sys.executable).parent / "ray")
 OBJECT_STORE_BYTES = 200 * 2**20
 START_TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    """A free port below Linux's ephemeral range (32768+) and above Ray's worker ports (10002-19999), so that
-    Ray's own processes, which bind ephemeral ports as they start, cannot take it first (as in
-    tests/test_serving_integration.py)."""
-    for port in random.Random().sample(range(20000, 32000), 200):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-31999")
 
 
 @dataclass

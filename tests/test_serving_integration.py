@@ -14,9 +14,7 @@ and a chest refused; with barely trained stand-ins (DEEPXRAY_MODELS pointing at 
 from __future__ import annotations
 
 import asyncio
-import random
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from deepxray.deployments.common import IngressSettings
 from deepxray.deployments.ingress import MODEL_NAMES, Ingress
 from deepxray.labels import JOINT_NAMES, RESEARCH_NOTICE
 from deepxray.models.artifacts import CARD_FILE, MODEL_FILE, default_models_dir, read_card
+from loadtests.service import free_port
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -50,19 +49,6 @@ def models_trained() -> bool:
     body_part = read_card(MODELS / "body_part").validation_metrics
     detector = read_card(MODELS / "joint_detection").validation_metrics
     return body_part.get("accuracy", 0.0) >= 0.9 and detector.get("within_quarter_mcp_distance", 0.0) >= 0.9
-
-
-def free_port() -> int:
-    """A free port below Linux's ephemeral range (32768+) and above Ray's worker ports (10002-19999), so that
-    Ray's own processes, which bind ephemeral ports as they start, cannot take it before the proxy does."""
-    for port in random.Random().sample(range(20000, 32000), 200):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-31999")
 
 
 def wait_until_ready(client: httpx.Client, path: str, timeout_s: float) -> httpx.Response:
