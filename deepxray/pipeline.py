@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deepxray.api.errors import ApiError
+from deepxray.api.schemas import ScoreAnswer
 from deepxray.imaging import decode_image
 from deepxray.imaging.model_inputs import (
     NormalisedImage,
@@ -23,34 +25,14 @@ from deepxray.imaging.model_inputs import (
     joint_crops,
 )
 from deepxray.labels import BODY_PARTS, HAND_PARTS, JOINT_NAMES, RESEARCH_NOTICE
-
-DEFAULT_MAX_BYTES = 64 * 2**20
-DEFAULT_MAX_PIXELS = 40_000_000
+from deepxray.settings import Settings
 
 
-@dataclass(frozen=True)
-class PipelineLimits:
-    """Thresholds of the pipeline (the app builder's arguments set them in the service)."""
-
-    accept_probability: float = 0.5  # least body-part probability of a hand to go on
-    min_joint_confidence: float = 0.2  # least detector confidence for every joint
-    max_bytes: int = DEFAULT_MAX_BYTES
-    max_pixels: int = DEFAULT_MAX_PIXELS
-
-
-class ScoringError(Exception):
-    """An input the pipeline cannot score, with the HTTP status and a sentence a user understands."""
+class ScoringError(ApiError):
+    """An input the pipeline cannot score (422), with a sentence a user understands."""
 
     status = 422
     code = "unscorable"
-
-    def __init__(self, detail: str, **extra):
-        super().__init__(detail)
-        self.detail = detail
-        self.extra = extra
-
-    def to_json(self) -> dict:
-        return {"error": self.code, "detail": self.detail, **self.extra}
 
 
 class NotAHandError(ScoringError):
@@ -62,7 +44,7 @@ class JointsNotFoundError(ScoringError):
 
 
 @dataclass(frozen=True)
-class BodyPartAnswer:
+class BodyPartResult:
     label: str
     probability: float
     probabilities: list[float]
@@ -93,17 +75,17 @@ class Timings:
         return self.decode + self.body_part + self.detect + self.crop + self.score
 
 
-def _prepare(data: bytes, limits: PipelineLimits) -> tuple[NormalisedImage, np.ndarray]:
-    decoded = decode_image(data, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
+def _prepare(data: bytes, settings: Settings) -> tuple[NormalisedImage, np.ndarray]:
+    decoded = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
     image = NormalisedImage.from_pixels(decoded.pixels)
     return image, body_part_view(image)
 
 
-def interpret_body_part(probabilities: np.ndarray, limits: PipelineLimits) -> BodyPartAnswer:
+def interpret_body_part(probabilities: np.ndarray, settings: Settings) -> BodyPartResult:
     """The most probable class; refuses (422) anything but a confident hand."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     best = int(np.argmax(probabilities))
-    answer = BodyPartAnswer(BODY_PARTS[best], float(probabilities[best]), [float(p) for p in probabilities])
+    answer = BodyPartResult(BODY_PARTS[best], float(probabilities[best]), [float(p) for p in probabilities])
     if answer.label not in HAND_PARTS:
         seen = answer.label.replace("_", " ")
         raise NotAHandError(
@@ -111,11 +93,11 @@ def interpret_body_part(probabilities: np.ndarray, limits: PipelineLimits) -> Bo
             f"(probability {answer.probability:.2f}). Only hand radiographs are scored.",
             body_part={"label": answer.label, "probability": round(answer.probability, 4)},
         )
-    if answer.probability < limits.accept_probability:
+    if answer.probability < settings.accept_probability:
         raise NotAHandError(
             f"The body-part model is not confident this is a hand radiograph (it saw "
             f"{answer.label.replace('_', ' ')} with probability {answer.probability:.2f}, below "
-            f"{limits.accept_probability:.2f}), so it is not scored.",
+            f"{settings.accept_probability:.2f}), so it is not scored.",
             body_part={"label": answer.label, "probability": round(answer.probability, 4)},
         )
     return answer
@@ -124,23 +106,24 @@ def interpret_body_part(probabilities: np.ndarray, limits: PipelineLimits) -> Bo
 async def score_radiograph(
     data: bytes,
     models: Models,
-    limits: PipelineLimits = PipelineLimits(),
+    settings: Settings | None = None,
     request_id: str = "",
     timings: Timings | None = None,
 ) -> dict:
-    """Score one uploaded radiograph; returns the `/score` answer.
+    """Score one uploaded radiograph; returns the `/score` answer (a `ScoreAnswer`, dumped to a dict).
 
     Raises `deepxray.imaging.ImagingError` (400/413/415) for files that cannot be read and `ScoringError` (422)
     for images that are not a scorable hand. CPU-heavy steps run in threads, so an event loop serving other
-    requests is never blocked.
+    requests is never blocked. `settings` None: `Settings()` (the environment, else the defaults).
     """
+    settings = settings if settings is not None else Settings()
     timings = timings if timings is not None else Timings()
     start = time.perf_counter()
-    image, view = await asyncio.to_thread(_prepare, data, limits)
+    image, view = await asyncio.to_thread(_prepare, data, settings)
     timings.decode = time.perf_counter() - start
 
     start = time.perf_counter()
-    body = interpret_body_part(await models.classify(view), limits)
+    body = interpret_body_part(await models.classify(view), settings)
     timings.body_part = time.perf_counter() - start
     mirrored = body.label == "right_hand"
 
@@ -149,11 +132,11 @@ async def score_radiograph(
     keypoints = np.asarray(await models.detect(hand_view.pixels), dtype=np.float64)
     timings.detect = time.perf_counter() - start
     confidence = keypoints[:, 2]
-    if confidence.min() < limits.min_joint_confidence:
-        missing = [name for name, c in zip(JOINT_NAMES, confidence, strict=True) if c < limits.min_joint_confidence]
+    if confidence.min() < settings.min_joint_confidence:
+        missing = [name for name, c in zip(JOINT_NAMES, confidence, strict=True) if c < settings.min_joint_confidence]
         raise JointsNotFoundError(
             f"The joint detector could not find {', '.join(missing)} with confidence (least "
-            f"{confidence.min():.2f}, needed {limits.min_joint_confidence:.2f}); the image may be cropped, "
+            f"{confidence.min():.2f}, needed {settings.min_joint_confidence:.2f}); the image may be cropped, "
             "overexposed or show a hand in an unusual position.",
             joints_not_found=missing,
             body_part={"label": body.label, "probability": round(body.probability, 4)},
@@ -173,7 +156,7 @@ async def score_radiograph(
 
 
 def assemble_answer(body, centers, confidence, probabilities, versions, request_id) -> dict:
-    """The `/score` JSON: the original's `scores` object first, then the details."""
+    """The `/score` answer, built as `ScoreAnswer` (so it is what the OpenAPI schema says), as a dict."""
     boxes = crop_boxes(centers)
     joints, scores = {}, {}
     for i, name in enumerate(JOINT_NAMES):
@@ -186,13 +169,14 @@ def assemble_answer(body, centers, confidence, probabilities, versions, request_
             "box": [round(c, 1) for c in boxes[name]],
             "confidence": round(float(confidence[i]), 4),
         }
-    return {
-        "scores": scores,
-        "total": int(sum(scores.values())),
-        "body_part": {"label": body.label, "probability": round(body.probability, 4)},
-        "laterality": "R" if body.label == "right_hand" else "L",
-        "joints": joints,
-        "models": dict(versions),
-        "request_id": request_id,
-        "notice": RESEARCH_NOTICE,
-    }
+    answer = ScoreAnswer(
+        scores=scores,
+        total=sum(scores.values()),
+        body_part={"label": body.label, "probability": round(body.probability, 4)},
+        laterality="R" if body.label == "right_hand" else "L",
+        joints=joints,
+        models=dict(versions),
+        request_id=request_id,
+        notice=RESEARCH_NOTICE,
+    )
+    return answer.model_dump()

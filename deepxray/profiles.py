@@ -4,7 +4,7 @@ against the application they configure.
     python -m deepxray.profiles serve_config.yaml serve_config.cluster.yaml
 
 A profile is first read the way `serve deploy` reads it (Ray's own `ServeDeploySchema`), then held against
-`deepxray.app`: its `args` must be valid `AppArgs`, its `deployments:` must name exactly the deployments that
+`deepxray.app`: its `args` must be valid `deepxray.settings.Settings`, its `deployments:` must name exactly the deployments that
 `bind_graph` builds and set options Ray accepts for them, the scorer's `user_config` must be batching settings the
 scorer reads, and the ingress must take more requests than its own admission gate lets in. Profiles given
 together must describe the same application (name, route, import path, deployments and argument names); their
@@ -24,6 +24,9 @@ import yaml
 IMPORT_PATH = "deepxray.app:build_app"
 SCORER = "RatingenScore"
 INGRESS = "Ingress"
+ROOT = Path(__file__).resolve().parents[1]
+ONE_MACHINE_PROFILE = ROOT / "serve_config.yaml"
+CLUSTER_PROFILE = ROOT / "serve_config.cluster.yaml"
 
 
 class ProfileError(ValueError):
@@ -35,6 +38,14 @@ def read_profile(path: str | Path):
     from ray.serve.schema import ServeDeploySchema
 
     return ServeDeploySchema.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+
+
+def profile_parts(path: str | Path = ONE_MACHINE_PROFILE) -> tuple[dict, dict[str, dict]]:
+    """A profile's application `args` and its deployments' options by name, as written in the file (what
+    benchmarks, load tests and test fixtures start the application with)."""
+    application = read_profile(path).applications[0]
+    deployments = {d.name: d.model_dump(exclude_unset=True) for d in application.deployments}
+    return dict(application.args or {}), deployments
 
 
 def built_deployments(args) -> dict:
@@ -50,7 +61,8 @@ def profile_problems(config) -> list[str]:
     """What in a parsed profile (`read_profile`) does not fit the application; empty when it fits."""
     from pydantic import ValidationError
 
-    from deepxray.app import AppArgs, bind_graph
+    from deepxray.app import bind_graph
+    from deepxray.settings import Settings
 
     if len(config.applications) != 1:
         return [f"one application expected, found {len(config.applications)}"]
@@ -59,9 +71,9 @@ def profile_problems(config) -> list[str]:
     if application.import_path != IMPORT_PATH:
         problems.append(f"import_path is {application.import_path!r}, not {IMPORT_PATH!r}")
     try:
-        args = AppArgs.model_validate(application.args or {})
+        args = Settings.model_validate(application.args or {})
     except ValidationError as error:
-        return [*problems, f"args are not valid AppArgs: {error}"]
+        return [*problems, f"args are not valid Settings: {error}"]
 
     options = {d.name: d.model_dump(exclude_unset=True) for d in application.deployments}
     expected = set(built_deployments(args))

@@ -445,8 +445,8 @@ def test_other_files_are_unsupported_and_the_message_lists_our_formats(data):
         decode_image(data)
     assert (error.value.status, error.value.code) == (415, "unsupported_format")
     for name in ("PNG", "JPEG", "TIFF", "DICOM"):
-        assert name in error.value.message
-    assert error.value.to_json() == {"error": "unsupported_format", "detail": error.value.message}
+        assert name in error.value.detail
+    assert error.value.to_json() == {"error": "unsupported_format", "detail": error.value.detail}
 
 
 @pytest.mark.parametrize("side", [100_000, 8_000], ids=["over-pillow-limit", "over-our-limit"])
@@ -486,7 +486,7 @@ def test_error_classes_carry_status_and_code():
         assert issubclass(error_class, ImagingError)
         error = error_class()
         assert (error.status, error.code) == (status, code)
-        assert error.message and str(error) == error.message
+        assert error.detail and str(error) == error.detail
     assert SUPPORTED_FORMATS == ("png", "jpeg", "tiff", "dicom")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from importlib import import_module
 from pathlib import Path
@@ -20,22 +21,21 @@ from ray.exceptions import ActorUnavailableError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema
 
-from deepxray.app import AppArgs, build_app
+from deepxray.api.routes import create_app
+from deepxray.api.service import ScoringService
+from deepxray.app import build_app
 from deepxray.deployments.body_part import BodyPart
-from deepxray.deployments.common import IngressSettings, from_wire, threads_for, to_wire
-from deepxray.deployments.ingress import (
-    MODEL_NAMES,
-    Ingress,
-    ScoringService,
-    create_app,
-)
+from deepxray.deployments.common import from_wire, threads_for, to_wire
+from deepxray.deployments.ingress import Ingress
 from deepxray.deployments.joint_detection import JointDetection
 from deepxray.deployments.ratingen_score import RatingenScore
 from deepxray.imaging import SUPPORTED_FORMATS, decode_image
 from deepxray.imaging.model_inputs import NormalisedImage, detector_view
 from deepxray.labels import BODY_PARTS, JOINT_NAMES, RATINGEN_CLASSES, RESEARCH_NOTICE
+from deepxray.models.registry import MODEL_NAMES
 from deepxray.models.runtime import MicroBatcher
 from deepxray.pipeline import Timings
+from deepxray.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = (640, 512)  # rows, columns: phantoms small enough to decode and crop in milliseconds
@@ -104,7 +104,7 @@ class FakeModels:
 
 
 def client_for(models: FakeModels, **settings) -> TestClient:
-    return TestClient(create_app(ScoringService(models, IngressSettings(**settings))))
+    return TestClient(create_app(ScoringService(models, Settings(**settings))))
 
 
 def post(client: TestClient, data: bytes, name: str = "upload.png", **kwargs):
@@ -375,7 +375,7 @@ def test_more_images_than_the_replica_takes_get_a_json_503_at_once(left_hand):
         return probabilities("left_hand")
 
     models = FakeModels(body=slow_body, detector=OracleDetector(data, phantom.centers))
-    app = create_app(ScoringService(models, IngressSettings(max_scoring=1, max_waiting=1, retry_after_s=2)))
+    app = create_app(ScoringService(models, Settings(max_scoring=1, max_waiting=1, retry_after_s=2)))
 
     async def three_uploads():
         import httpx
@@ -502,6 +502,71 @@ def test_health_readiness_models_and_docs():
     assert {"400", "413", "415", "422", "503", "504"} <= set(schema["paths"]["/score"]["post"]["responses"])
 
 
+def test_docs_need_no_outside_address():
+    """/docs and /redoc load their scripts and styles from the service itself: they render without internet."""
+    client = client_for(FakeModels())
+    for page in ("/docs", "/redoc"):
+        html = client.get(page)
+        assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+        assert re.findall(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}", html.text) == [], page
+        assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html.text)
+        assert len(assets) >= 2, page
+        for asset in assets:
+            assert asset.startswith("/"), asset
+            assert client.get(asset).status_code == 200, asset
+    assert "validatorUrl" in client.get("/docs").text  # no badge fetched from an outside validator
+
+
+def _schema_of(schema: dict, node: dict) -> dict:
+    while "$ref" in node:
+        node = schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[-1]]
+    if "anyOf" in node:  # optional fields: the non-null branch
+        node = next(branch for branch in node["anyOf"] if branch.get("type") != "null")
+        return _schema_of(schema, node)
+    return node
+
+
+def _undocumented(schema: dict, node: dict, value, path: str) -> list[str]:
+    """Paths in `value` that the OpenAPI `node` does not describe."""
+    node = _schema_of(schema, node)
+    if isinstance(value, dict):
+        if "properties" in node:
+            missing = [f"{path}.{key}" for key in value if key not in node["properties"]]
+            return missing + [
+                problem
+                for key, item in value.items()
+                if key in node["properties"]
+                for problem in _undocumented(schema, node["properties"][key], item, f"{path}.{key}")
+            ]
+        if isinstance(node.get("additionalProperties"), dict):
+            return [
+                p
+                for key, item in value.items()
+                for p in _undocumented(schema, node["additionalProperties"], item, f"{path}.{key}")
+            ]
+        return [] if node.get("type") == "object" else [path]
+    return []
+
+
+def test_openapi_describes_every_field_of_the_answers(left_hand, radiographs):
+    data, phantom = left_hand
+    client = client_for(FakeModels(detector=OracleDetector(data, phantom.centers)))
+    schema = client.get("/openapi.json").json()
+    responses = schema["paths"]["/score"]["post"]["responses"]
+    answer = post(client, data).json()
+    assert (
+        answer["scores"]
+        and _undocumented(schema, responses["200"]["content"]["application/json"]["schema"], answer, "") == []
+    )
+    refused = post(client_for(FakeModels(body=lambda view: probabilities("chest"))), data).json()
+    assert refused["body_part"]["label"] == "chest"
+    assert _undocumented(schema, responses["422"]["content"]["application/json"]["schema"], refused, "") == []
+    # The check itself notices a field the schema does not name.
+    assert _undocumented(
+        schema, responses["200"]["content"]["application/json"]["schema"], {**answer, "extra": 1}, ""
+    ) == [".extra"]
+
+
 def test_readiness_is_503_until_every_model_is_ready():
     assert_error(client_for(FakeModels(ready=False)).get("/readyz"), 503, "not_ready")
 
@@ -546,7 +611,7 @@ def test_serve_config_is_valid_for_ray_and_builds_the_app():
     # What `serve run` / `serve deploy` do with the file: import the builder, turn `args` into its typed argument.
     builder = import_module("deepxray.app").build_app
     assert isinstance(call_user_app_builder_with_args_if_necessary(builder, application.args), Application)
-    assert AppArgs.model_validate(application.args).ingress_settings().max_upload_bytes == 64 * 2**20
+    assert Settings.model_validate(application.args).max_upload_bytes == 64 * 2**20
 
     written = {deployment["name"]: deployment for deployment in config["applications"][0]["deployments"]}
     assert set(written) == {"Ingress", "BodyPart", "JointDetection", "RatingenScore"}
@@ -573,19 +638,23 @@ def test_graph_is_a_bound_application():
     assert isinstance(graph, Application)
 
 
-def test_app_args_come_from_the_config_then_the_environment(monkeypatch, tmp_path):
+def test_settings_come_from_the_config_then_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("DEEPXRAY_MAX_UPLOAD_BYTES", "1234")
     monkeypatch.setenv("DEEPXRAY_STAGE_TIMEOUT_S", "2.5")
-    args = AppArgs.model_validate({"stage_timeout_s": 7, "models_dir": str(tmp_path)})
+    # As Ray's typed builder hands them over: the config's args validated without the environment.
+    given = Settings.model_validate({"stage_timeout_s": 7, "models_dir": str(tmp_path)})
+    args = Settings.with_environment(given)
     assert args.max_upload_bytes == 1234 and args.stage_timeout_s == 7
-    assert args.model_paths()["joint_detection"] == str(tmp_path / "joint_detection")
-    assert AppArgs(ratingen_score_model="x").model_paths()["ratingen_score"] == str(Path("x").resolve())
-    assert AppArgs().model_paths()["body_part"] is None  # resolved by the replica: the shipped models
-    settings = AppArgs(accept_probability=0.7).ingress_settings()
-    assert settings.accept_probability == 0.7 and settings.limits().max_bytes == 1234
+    assert args.model_dir("joint_detection") == tmp_path / "joint_detection"
+    assert Settings(ratingen_score_model="x").model_dir("ratingen_score") == Path("x").resolve()
+    assert Settings().model_dir("body_part") is None  # resolved by the replica: the shipped models
+    settings = Settings(accept_probability=0.7)
+    assert settings.accept_probability == 0.7 and settings.max_upload_bytes == 1234
     with pytest.raises(ValueError):
-        AppArgs.model_validate({"no_such_argument": 1})
+        Settings.model_validate({"no_such_argument": 1})
     assert build_app({"max_pixels": 1000}) is not None  # called with a plain dict, as `serve run ... key=value` does
+    monkeypatch.setenv("DEEPXRAY_MODELS_DIR", str(tmp_path))  # the one variable for the model folder
+    assert Settings().model_dir("body_part") == tmp_path / "body_part"
 
 
 def test_importing_the_app_does_not_load_tensorflow():

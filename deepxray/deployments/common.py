@@ -1,25 +1,20 @@
-"""What the four deployments share: the ingress settings, the log, the wire format and the model replica.
+"""What the deployments share: the wire format, the model replica, and its CPU share.
 
 Nothing here imports TensorFlow or reads configuration at import time: a model is loaded in a replica's
-`__init__`, and settings come from the app builder's arguments (`deepxray.app.AppArgs`).
+`__init__`, where its settings (`deepxray.settings.Settings`) are read too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
-from deepxray.pipeline import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, PipelineLimits
-
-# Child of Ray Serve's logger: inside a replica each line also goes to the replica's log file with Serve's own
-# fields (deployment, replica, and the request id the proxy assigned, which is the one our answers carry).
-LOGGER_NAME = "ray.serve.deepxray"
+from deepxray.logs import get_logger
+from deepxray.settings import Settings
 
 # Arrays cross process boundaries as float16: the views and crops are intensities in [0, 1], where float16 keeps
 # 11 significant bits (steps of at most 1/2048), more than the 8 bits of a JPEG and far finer than anything the
@@ -33,26 +28,6 @@ WIRE_DTYPE = np.float16
 MODEL_LOGGING_CONFIG = {"enable_access_log": False}
 
 
-def get_logger() -> logging.Logger:
-    """The service's logger. Lines hold a request id, status, timings and sizes: never an upload or its name."""
-    return logging.getLogger(LOGGER_NAME)
-
-
-def keep_patient_data_out_of_logs() -> None:
-    """pydicom warns and logs about odd header values by quoting them (names, dates, identifiers): in a replica
-    that decodes uploads, those lines are dropped (decoding itself is unchanged)."""
-    import warnings
-
-    logging.getLogger("pydicom").disabled = True
-    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
-    try:
-        from pydicom import config
-
-        config.settings.reading_validation_mode = config.IGNORE
-    except Exception:  # an older or newer pydicom without this setting: the logger is silenced all the same
-        pass
-
-
 def to_wire(array: np.ndarray) -> np.ndarray:
     """A model input as it travels to a model deployment (float16, contiguous)."""
     return np.ascontiguousarray(array, dtype=WIRE_DTYPE)
@@ -61,29 +36,6 @@ def to_wire(array: np.ndarray) -> np.ndarray:
 def from_wire(array: np.ndarray) -> np.ndarray:
     """A model input back to the float32 the models take."""
     return np.asarray(array, dtype=np.float32)
-
-
-class IngressSettings(BaseModel):
-    """The ingress's limits and timeouts (set from `deepxray.app.AppArgs`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    accept_probability: float = Field(0.5, ge=0.0, le=1.0)
-    min_joint_confidence: float = Field(0.2, ge=0.0, le=1.0)
-    max_upload_bytes: int = Field(DEFAULT_MAX_BYTES, gt=0)
-    max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0)
-    stage_timeout_s: float = Field(10.0, gt=0.0)
-    retry_after_s: int = Field(1, ge=0)
-    max_scoring: int = Field(4, ge=1)
-    max_waiting: int = Field(4, ge=0)
-
-    def limits(self) -> PipelineLimits:
-        return PipelineLimits(
-            accept_probability=self.accept_probability,
-            min_joint_confidence=self.min_joint_confidence,
-            max_bytes=self.max_upload_bytes,
-            max_pixels=self.max_pixels,
-        )
 
 
 def replica_cpus() -> float:
@@ -106,7 +58,7 @@ def threads_for(cpus: float) -> int:
 class ModelServer:
     """One loaded model in a replica: loads and warms up in `__init__`, predicts off the event loop.
 
-    Subclasses name the artifact (`model_name`) and expose a verb (`classify`, `detect`, `score`). Predictions
+    Subclasses name the model (`model_name`, as in `deepxray.models.registry`) and expose a verb (`classify`, `detect`, `score`). Predictions
     run in a worker thread (`asyncio.to_thread`), so the replica's event loop keeps accepting requests and
     health checks while TensorFlow computes. (Ray 2.60 also runs plain `def` methods in a thread pool by
     default, but only while RAY_SERVE_RUN_SYNC_IN_THREADPOOL is on; an explicit thread does not depend on it.)
@@ -115,12 +67,13 @@ class ModelServer:
     model_name: str = ""
 
     def __init__(self, model_dir: str | None = None, threads: int | None = None):
-        from deepxray.models.artifacts import default_models_dir
+        from deepxray.models.artifacts import shipped_models_dir
         from deepxray.models.runtime import LoadedModel, configure_threads
 
         self.threads = threads or threads_for(replica_cpus())
         configure_threads(self.threads)  # before TensorFlow runs anything in this process
-        directory = Path(model_dir) if model_dir else default_models_dir() / self.model_name
+        # No directory given (`serve run deepxray.app:graph`): the settings' (DEEPXRAY_MODELS_DIR), else shipped.
+        directory = Path(model_dir or Settings().model_dir(self.model_name) or shipped_models_dir() / self.model_name)
         self.model = LoadedModel(directory)
         self.model.warm_up()  # traces the graph and checks the output is finite: healthy only once warm
         self.predictions = 0

@@ -8,14 +8,11 @@ import numpy as np
 from ray import serve
 
 from deepxray.deployments.common import MODEL_LOGGING_CONFIG, ModelServer
+from deepxray.settings import default
 
-# One hand's ten joints fill a batch, so a lone request never waits for the batch timeout; crops of requests
-# arriving together share passes of ten.
-DEFAULT_MAX_BATCH_SIZE = 10
-# How long a partly filled batch waits for more crops. Crops come in tens, so a batch waits only for the rest
-# of a hand's crops, which may straggle in over tens of milliseconds on a busy CPU (at 20 ms, one image's crops
-# were measured splitting 9 + 1 here while a training job held both cores); it costs a lone request nothing.
-DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.1
+# The batching defaults are settings (`deepxray.settings`: why these values); `user_config` changes them live.
+DEFAULT_MAX_BATCH_SIZE = default("max_batch_size")
+DEFAULT_BATCH_WAIT_TIMEOUT_S = default("batch_wait_timeout_s")
 
 
 @serve.deployment(

@@ -1,34 +1,22 @@
 """Why an upload could not become an image, with the HTTP status and error code the service answers with.
 
-The ingress turns any `ImagingError` into `{"error": code, "detail": message}` with `status`, so every way a
-file can be bad is a 4xx here and never a 500 there.
+`ImagingError` is a `deepxray.api.errors.ApiError`: the service renders it as `{"error": code, "detail": ...}`
+with `status`, so every way a file can be bad is a 4xx here and never a 500 there.
 """
+
+from deepxray.api.errors import ApiError
 
 # The formats `decode_image` reads, as `DecodedImage.format` names them. Kept here because the 415 message
 # lists them and the decoder imports this module, not the other way round.
 SUPPORTED_FORMATS: tuple[str, ...] = ("png", "jpeg", "tiff", "dicom")
 
 
-class ImagingError(Exception):
-    """Base class: an upload that cannot be turned into an image.
+class ImagingError(ApiError):
+    """Base class: an upload that cannot be turned into an image (`detail` never contains patient data)."""
 
-    Attributes:
-        status: The HTTP status the service answers with.
-        code: A short machine-readable error code (the `error` field of the JSON answer).
-        message: A human-readable sentence (the `detail` field); it never contains patient data.
-    """
-
-    status: int = 400
-    code: str = "bad_image"
-    default_message: str = "The file could not be read as an image."
-
-    def __init__(self, message: str | None = None) -> None:
-        self.message = message or self.default_message
-        super().__init__(self.message)
-
-    def to_json(self) -> dict[str, str]:
-        """Returns the error body of the `/score` contract."""
-        return {"error": self.code, "detail": self.message}
+    status = 400
+    code = "bad_image"
+    default_detail = "The file could not be read as an image."
 
 
 class EmptyImageError(ImagingError):
@@ -36,7 +24,7 @@ class EmptyImageError(ImagingError):
 
     status = 400
     code = "empty_file"
-    default_message = "The uploaded file is empty."
+    default_detail = "The uploaded file is empty."
 
 
 class CorruptImageError(ImagingError):
@@ -44,7 +32,7 @@ class CorruptImageError(ImagingError):
 
     status = 400
     code = "undecodable"
-    default_message = "The image could not be decoded; the file may be truncated or damaged."
+    default_detail = "The image could not be decoded; the file may be truncated or damaged."
 
 
 class UnsupportedFormatError(ImagingError):
@@ -52,11 +40,11 @@ class UnsupportedFormatError(ImagingError):
 
     status = 415
     code = "unsupported_format"
-    default_message = "The file is not an image format we read."
+    default_detail = "The file is not an image format we read."
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, detail: str | None = None) -> None:
         formats = ", ".join(name.upper() for name in SUPPORTED_FORMATS)
-        super().__init__(f"{message or self.default_message} Supported formats: {formats}.")
+        super().__init__(f"{detail or self.default_detail} Supported formats: {formats}.")
 
 
 class ImageTooLargeError(ImagingError):
@@ -67,4 +55,4 @@ class ImageTooLargeError(ImagingError):
 
     status = 413
     code = "too_large"
-    default_message = "The image is too large."
+    default_detail = "The image is too large."

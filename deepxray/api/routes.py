@@ -1,0 +1,160 @@
+"""The HTTP API: `create_app(service)` builds the FastAPI app over a `ScoringService`.
+
+Routes: `POST /score` (the radiograph in the multipart field `xray`), `GET /healthz`, `GET /readyz`,
+`GET /v1/models` (the model cards), and the OpenAPI docs at `/docs` and `/redoc`, whose Swagger UI and ReDoc
+assets the service serves itself (`fastapi-offline`), so the page works without any outside address.
+
+Errors are `{"error": code, "detail": sentence, "request_id": id}` (`ErrorAnswer`) with the architecture's
+statuses: 400 (empty, undecodable or truncated file, or no `xray` field), 413 (upload over the limit, or too many
+pixels), 415 (not a format we read), 422 (not a hand, joints not found), 503 with `Retry-After` (this replica
+already scores `max_scoring` images with `max_waiting` more waiting, or a model deployment's queue is full), 504
+(a model stage did not answer within `stage_timeout_s`). Each is an `ApiError` raised where it is found and
+rendered by the one exception handler below; anything unforeseen is a 500 in the same shape (see
+`deepxray.api.middleware`). Logs hold the id, status, sizes and timings only: never the upload or its name.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from deepxray.api.errors import UPLOAD_FIELD, ApiError, MalformedRequestError
+from deepxray.api.middleware import RequestIdMiddleware, error_response, request_id_of
+from deepxray.api.schemas import ErrorAnswer, HealthAnswer, ModelCardsAnswer, ReadyAnswer, ScoreAnswer
+from deepxray.api.service import ScoringService
+from deepxray.api.upload import read_upload
+from deepxray.imaging import SUPPORTED_FORMATS
+from deepxray.logs import get_logger
+from deepxray.pipeline import Timings
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [UPLOAD_FIELD],
+                    "properties": {
+                        UPLOAD_FIELD: {
+                            "type": "string",
+                            "format": "binary",
+                            "description": f"The radiograph: {', '.join(f.upper() for f in SUPPORTED_FORMATS)}.",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+_ERRORS = {
+    400: "Empty, undecodable or truncated file, or no `xray` field.",
+    413: "Upload over the size limit, or more pixels than the pixel limit (decompression bomb).",
+    415: "Not an image format the service reads (the detail lists those it does).",
+    422: "Not a hand (the detail names what the body-part model saw), or the joints were not found.",
+    503: "Overloaded (a queue is full): retry after `Retry-After` seconds.",
+    504: "A model stage did not answer in time.",
+}
+_HTTP_ERRORS = {
+    404: ("not_found", "There is no such endpoint here; see /docs for the API."),
+    405: ("method_not_allowed", "This endpoint does not take {method}; see /docs for the API."),
+}
+
+
+def _register_error_handlers(app: FastAPI) -> None:
+    """One handler renders every ApiError; FastAPI's own 404/405/validation errors get the same shape."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return error_response(exc, request_id_of(request))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        code, detail = _HTTP_ERRORS.get(exc.status_code, ("http_error", str(exc.detail)))
+        error = ApiError(detail.format(method=request.method), getattr(exc, "headers", None))
+        error.status, error.code = exc.status_code, code
+        return error_response(error, request_id_of(request))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        return error_response(MalformedRequestError(), request_id_of(request))
+
+
+def create_app(service: ScoringService, proxy_echoes_request_id: bool = False) -> FastAPI:
+    """The HTTP API over a ScoringService (Ray handles in the deployment, in-process models or fakes elsewhere)."""
+    app = FastAPIOffline(
+        title="DeepXRay",
+        summary="Ratingen erosion scores of the ten MCP/PIP joints on a hand radiograph. Research use only.",
+        version="0.1.0",
+        # Swagger UI would ask an outside validator to badge the schema: nothing leaves the hospital network.
+        swagger_ui_parameters={"validatorUrl": None},
+    )
+    app.add_middleware(RequestIdMiddleware, proxy_echoes_request_id=proxy_echoes_request_id)
+    _register_error_handlers(app)
+    log = get_logger()
+
+    @app.post(
+        "/score",
+        summary="Score a hand radiograph",
+        response_model=ScoreAnswer,
+        responses={status: {"model": ErrorAnswer, "description": text} for status, text in _ERRORS.items()},
+        openapi_extra=_UPLOAD_BODY,
+    )
+    async def score(request: Request) -> Any:
+        """Upload a hand radiograph (PNG 8/16-bit, JPEG, TIFF, DICOM) in the multipart field `xray`; get the
+        Ratingen score of each of the ten joints, the body part, laterality, joint positions and model versions.
+        """
+        request_id = request_id_of(request)
+        timings = Timings()
+        status, size, wait_s, upload_s = 500, -1, 0.0, 0.0
+        start = time.perf_counter()
+        try:
+            async with service.gate.admit():
+                wait_s = time.perf_counter() - start
+                data = await read_upload(request, service.settings.max_upload_bytes)
+                upload_s = time.perf_counter() - start - wait_s
+                size = len(data)
+                answer = await service.score(data, request_id, timings)
+            status = 200
+            return answer
+        except ApiError as exc:
+            status = exc.status
+            raise
+        finally:
+            log.info(
+                "score request_id=%s status=%d bytes=%d wait_ms=%.1f upload_ms=%.1f decode_ms=%.1f "
+                "body_part_ms=%.1f detect_ms=%.1f crop_ms=%.1f score_ms=%.1f total_ms=%.1f",
+                request_id,
+                status,
+                size,
+                1000 * wait_s,
+                1000 * upload_s,
+                *(1000 * getattr(timings, step) for step in ("decode", "body_part", "detect", "crop", "score")),
+                1000 * (time.perf_counter() - start),
+            )
+
+    @app.get("/healthz", summary="Alive", response_model=HealthAnswer)
+    async def healthz(request: Request) -> Any:
+        return {"status": "ok", "request_id": request_id_of(request)}
+
+    @app.get(
+        "/readyz",
+        summary="Every model loaded and warm",
+        response_model=ReadyAnswer,
+        responses={503: {"model": ErrorAnswer, "description": "Not every model is ready"}},
+    )
+    async def readyz(request: Request) -> Any:
+        info = await service.readiness()
+        models = {name: {"tag": item.get("tag"), "ready": bool(item.get("ready"))} for name, item in info.items()}
+        return {"status": "ready", "models": models, "request_id": request_id_of(request)}
+
+    @app.get("/v1/models", summary="The model cards", response_model=ModelCardsAnswer)
+    async def model_cards(request: Request) -> Any:
+        return {"models": await service.cards(), "request_id": request_id_of(request)}
+
+    return app

@@ -1,0 +1,80 @@
+"""The application's settings: one pydantic-settings model, every default written once.
+
+Where a value comes from, first match wins:
+
+1. a serve config's `args:` (or keyword arguments, in tests and scripts);
+2. the environment variable `DEEPXRAY_<NAME>` (e.g. `DEEPXRAY_MODELS_DIR`, `DEEPXRAY_MAX_UPLOAD_BYTES`);
+3. the default below.
+
+Nothing is read at import time: `Settings()` reads the environment when it is called (in a replica's
+`__init__`, in the app builder, in a CLI command), so tests can set variables first. Replicas, CPU shares and
+queue limits are not settings: they belong to the serve config's `deployments:`; the scorer's batching reaches
+running replicas as its `user_config`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from deepxray.imaging.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+
+ENV_PREFIX = "DEEPXRAY_"
+
+
+class Settings(BaseSettings):
+    """Model paths, limits and timeouts of the application (the typed app builder's argument)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    models_dir: Path | None = Field(
+        None,
+        description="Directory holding body_part/, joint_detection/ and ratingen_score/; unset: the shipped models",
+    )
+    body_part_model: Path | None = Field(None, description="Artifact directory of the body-part model")
+    joint_detection_model: Path | None = Field(None, description="Artifact directory of the joint detector")
+    ratingen_score_model: Path | None = Field(None, description="Artifact directory of the Ratingen scorer")
+    accept_probability: float = Field(0.5, ge=0.0, le=1.0, description="Least hand probability to score (422 below)")
+    min_joint_confidence: float = Field(0.2, ge=0.0, le=1.0, description="Least detector confidence per joint")
+    max_upload_bytes: int = Field(DEFAULT_MAX_BYTES, gt=0, description="Largest upload in bytes (413 above)")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, description="Largest width x height (413 above)")
+    stage_timeout_s: float = Field(10.0, gt=0.0, description="Longest wait for one model call (504 after)")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After of a 503 when Serve does not say")
+    max_scoring: int = Field(4, ge=1, description="Images one ingress replica scores at once")
+    max_waiting: int = Field(4, ge=0, description="Images waiting for a slot per ingress replica (503 beyond)")
+    # One hand's ten joints fill a batch, so a lone request never waits for the batch timeout; crops of requests
+    # arriving together share passes of ten.
+    max_batch_size: int = Field(10, ge=1, description="Most joint crops in one scorer forward pass")
+    # Crops come in tens, so a batch waits only for the rest of a hand's crops, which may straggle in over tens of
+    # milliseconds on a busy CPU (at 20 ms, one image's crops were measured splitting 9 + 1 here while a training
+    # job held both cores); it costs a lone request nothing.
+    batch_wait_timeout_s: float = Field(0.1, ge=0.0, description="Longest wait for a scorer batch to fill")
+
+    @classmethod
+    def with_environment(cls, given: Settings | dict[str, Any] | None = None) -> Settings:
+        """`given` (a serve config's args, as Ray's typed builder validated them, or a dict) with the environment
+        filling what it leaves out. Ray validates `args:` with `model_validate`, which reads no environment."""
+        if isinstance(given, Settings):
+            given = given.model_dump(exclude_unset=True)
+        return cls(**(given or {}))
+
+    def model_dir(self, name: str) -> Path | None:
+        """The artifact directory of model `name` (absolute), or None: the shipped demo model."""
+        explicit = getattr(self, f"{name}_model")
+        if explicit:
+            return explicit.expanduser().resolve()
+        if self.models_dir:
+            return (self.models_dir.expanduser() / name).resolve()
+        return None
+
+    def batching(self) -> dict[str, Any]:
+        """The scorer's `user_config` (a serve config's own `user_config` for RatingenScore wins over it)."""
+        return {"max_batch_size": self.max_batch_size, "batch_wait_timeout_s": self.batch_wait_timeout_s}
+
+
+def default(name: str) -> Any:
+    """The default of setting `name`, for code that needs it before any settings are read (decorators)."""
+    return Settings.model_fields[name].default
