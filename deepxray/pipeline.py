@@ -28,19 +28,16 @@ from deepxray.labels import BODY_PARTS, HAND_PARTS, JOINT_NAMES, RESEARCH_NOTICE
 from deepxray.settings import Settings
 
 
-class ScoringError(ApiError):
-    """An input the pipeline cannot score (422), with a sentence a user understands."""
-
-    status = 422
-    code = "unscorable"
+class ScoringError(ApiError, status=422, code="unscorable"):
+    """An input the pipeline cannot score, with a sentence a user understands."""
 
 
-class NotAHandError(ScoringError):
-    code = "not_a_hand"
+class NotAHandError(ScoringError, code="not_a_hand"):
+    """The body-part model did not see a hand, or is not confident it did."""
 
 
-class JointsNotFoundError(ScoringError):
-    code = "joints_not_found"
+class JointsNotFoundError(ScoringError, code="joints_not_found"):
+    """The joint detector is not confident of every joint."""
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,11 @@ def profile_parts(path: str | Path = ONE_MACHINE_PROFILE) -> tuple[dict, dict[st
     """A profile's application `args` and its deployments' options by name, as written in the file (what
     benchmarks, load tests and test fixtures start the application with)."""
     application = read_profile(path).applications[0]
-    deployments = {d.name: d.model_dump(exclude_unset=True) for d in application.deployments}
-    return dict(application.args or {}), deployments
+    return dict(application.args or {}), _deployment_options(application)
+
+
+def _deployment_options(application) -> dict[str, dict]:
+    return {d.name: d.model_dump(exclude_unset=True) for d in application.deployments}
 
 
 def built_deployments(args) -> dict:
@@ -75,7 +78,7 @@ def profile_problems(config) -> list[str]:
     except ValidationError as error:
         return [*problems, f"args are not valid Settings: {error}"]
 
-    options = {d.name: d.model_dump(exclude_unset=True) for d in application.deployments}
+    options = _deployment_options(application)
     expected = set(built_deployments(args))
     if set(options) != expected:
         problems.append(f"deployments {sorted(options)} are not the application's {sorted(expected)}")

@@ -28,6 +28,12 @@ class ApiError(Exception):
     code: str = "internal_error"
     default_detail: str = "Something went wrong on our side."
 
+    def __init_subclass__(cls, status: int | None = None, code: str | None = None, **kwargs):
+        """A subclass names its status and code in its class line: `class X(ApiError, status=413, code=...)`."""
+        super().__init_subclass__(**kwargs)
+        cls.status = status or cls.status
+        cls.code = code or cls.code
+
     def __init__(self, detail: str | None = None, headers: dict[str, str] | None = None, **extra):
         self.detail = detail or self.default_detail
         super().__init__(self.detail)
@@ -39,42 +45,34 @@ class ApiError(Exception):
         return {"error": self.code, "detail": self.detail, **self.extra}
 
 
-class MissingUploadError(ApiError):
-    status = 400
-    code = "missing_file"
+class MissingUploadError(ApiError, status=400, code="missing_file"):
     default_detail = (
         f"Send the radiograph as multipart/form-data in the field '{UPLOAD_FIELD}', "
         f'e.g. curl -F "{UPLOAD_FIELD}=@hand.png" http://127.0.0.1:8000/score.'
     )
 
 
-class MalformedRequestError(ApiError):
-    status = 400
-    code = "bad_request"
+class MalformedRequestError(ApiError, status=400, code="bad_request"):
     default_detail = "The request is not what this endpoint takes."
 
 
-class UploadTooLargeError(ApiError):
-    status = 413
-    code = "too_large"
+class UploadTooLargeError(ApiError, status=413, code="too_large"):
+    """The upload is over `max_upload_bytes` (the image's pixels are checked by imaging)."""
 
 
-class OverloadedError(ApiError):
-    status = 503
-    code = "overloaded"
+class OverloadedError(ApiError, status=503, code="overloaded"):
+    """Back-pressure: this replica's admission gate or a model deployment's queue is full."""
 
     def __init__(self, detail: str, retry_after_s: float):
         super().__init__(detail, {"Retry-After": str(retry_seconds(retry_after_s, least=0))})
 
 
-class NotReadyError(ApiError):
-    status = 503
-    code = "not_ready"
+class NotReadyError(ApiError, status=503, code="not_ready"):
+    """Not every model is loaded and warm yet."""
 
 
-class StageTimeoutError(ApiError):
-    status = 504
-    code = "stage_timeout"
+class StageTimeoutError(ApiError, status=504, code="stage_timeout"):
+    """A model call did not answer within `stage_timeout_s`."""
 
 
 def retry_seconds(retry_after_s: float, least: int = 1) -> int:

@@ -26,6 +26,24 @@ WIRE_DTYPE = np.float16
 # this machine's two cores (ten concurrent scorer calls: 40 ms with the lines, 31 ms without). The ingress's own
 # line per request carries the request id, status and each stage's time; errors are still logged.
 MODEL_LOGGING_CONFIG = {"enable_access_log": False}
+# Serve asks every replica's `check_health` this often, and replaces one that fails or does not answer in time.
+HEALTH_CHECK = {"health_check_period_s": 10, "health_check_timeout_s": 30}
+
+
+def model_deployment(name: str, num_cpus: float, max_ongoing_requests: int, max_queued_requests: int):
+    """Serve's deployment decorator for a model: the one-machine profile's replica, CPU share and queue limits
+    (`serve_config.yaml` writes the same values out), health checks, and no per-call access log."""
+    from ray import serve
+
+    return serve.deployment(
+        name=name,
+        num_replicas=1,
+        ray_actor_options={"num_cpus": num_cpus},
+        max_ongoing_requests=max_ongoing_requests,
+        max_queued_requests=max_queued_requests,
+        logging_config=MODEL_LOGGING_CONFIG,
+        **HEALTH_CHECK,
+    )
 
 
 def to_wire(array: np.ndarray) -> np.ndarray:
@@ -58,10 +76,15 @@ def threads_for(cpus: float) -> int:
 class ModelServer:
     """One loaded model in a replica: loads and warms up in `__init__`, predicts off the event loop.
 
-    Subclasses name the model (`model_name`, as in `deepxray.models.registry`) and expose a verb (`classify`, `detect`, `score`). Predictions
-    run in a worker thread (`asyncio.to_thread`), so the replica's event loop keeps accepting requests and
-    health checks while TensorFlow computes. (Ray 2.60 also runs plain `def` methods in a thread pool by
-    default, but only while RAY_SERVE_RUN_SYNC_IN_THREADPOOL is on; an explicit thread does not depend on it.)
+    Subclasses name the model (`model_name`, as in `deepxray.models.registry`) and expose a verb (`classify`,
+    `detect`, `score`). Predictions run in a worker thread (`asyncio.to_thread`), so the replica's event loop keeps
+    accepting requests and health checks while TensorFlow computes. (Ray 2.60 also runs plain `def` methods in a
+    thread pool by default, but only while RAY_SERVE_RUN_SYNC_IN_THREADPOOL is on; an explicit thread does not
+    depend on it.)
+
+    Args:
+        model_dir: The artifact directory; None: the settings' (`DEEPXRAY_MODELS_DIR`), else the shipped model.
+        threads: TensorFlow threads; None for the replica's CPU share, rounded, at least one.
     """
 
     model_name: str = ""
@@ -80,6 +103,10 @@ class ModelServer:
         get_logger().info(
             "model loaded name=%s tag=%s threads=%d pid=%d", self.model_name, self.model.tag, self.threads, os.getpid()
         )
+
+    async def predict_one(self, model_input: np.ndarray) -> np.ndarray:
+        """One input (S, S) -> the model's output for it."""
+        return (await self.predict(model_input[None]))[0]
 
     async def predict(self, batch: np.ndarray) -> np.ndarray:
         """(n, S, S) inputs (any float dtype) -> the model's (n, ...) float32 outputs, computed in a thread."""

@@ -17,7 +17,7 @@ from ray import serve
 
 from deepxray.api.routes import create_app
 from deepxray.api.service import ScoringService
-from deepxray.deployments.common import to_wire
+from deepxray.deployments.common import HEALTH_CHECK, to_wire
 from deepxray.logs import keep_patient_data_out_of_logs
 from deepxray.settings import Settings
 
@@ -59,8 +59,7 @@ class HandleBackend:
     max_ongoing_requests=16,
     max_queued_requests=8,
     backpressure_config={"retry_after_s": 1},
-    health_check_period_s=10,
-    health_check_timeout_s=30,
+    **HEALTH_CHECK,
 )
 @serve.ingress()
 class Ingress:

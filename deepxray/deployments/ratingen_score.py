@@ -7,7 +7,7 @@ from collections import deque
 import numpy as np
 from ray import serve
 
-from deepxray.deployments.common import MODEL_LOGGING_CONFIG, ModelServer
+from deepxray.deployments.common import ModelServer, model_deployment
 from deepxray.settings import default
 
 # The batching defaults are settings (`deepxray.settings`: why these values); `user_config` changes them live.
@@ -15,17 +15,8 @@ DEFAULT_MAX_BATCH_SIZE = default("max_batch_size")
 DEFAULT_BATCH_WAIT_TIMEOUT_S = default("batch_wait_timeout_s")
 
 
-@serve.deployment(
-    name="RatingenScore",
-    num_replicas=1,
-    ray_actor_options={"num_cpus": 0.5},
-    # At least max_batch_size, or a batch can never fill: here room for the crops of four images at once.
-    max_ongoing_requests=40,
-    max_queued_requests=160,
-    health_check_period_s=10,
-    health_check_timeout_s=30,
-    logging_config=MODEL_LOGGING_CONFIG,
-)
+# max_ongoing_requests at least max_batch_size, or a batch can never fill: here room for four images' crops.
+@model_deployment("RatingenScore", num_cpus=0.5, max_ongoing_requests=40, max_queued_requests=160)
 class RatingenScore(ModelServer):
     """The Ratingen scorer on `deepxray.imaging.model_inputs.joint_crops` (one crop per call, batched).
 
@@ -33,7 +24,7 @@ class RatingenScore(ModelServer):
     `reconfigure` on every replica without a restart.
 
     Args:
-        model_dir: The artifact directory; None for the shipped demo model (`default_models_dir()/ratingen_score`).
+        model_dir: The artifact directory; None: the settings' folder (`DEEPXRAY_MODELS_DIR`), else the shipped model.
         threads: TensorFlow threads; None for the replica's CPU share, rounded, at least one.
         max_batch_size: Most crops in one forward pass.
         batch_wait_timeout_s: Longest wait for a batch to fill.

@@ -11,48 +11,34 @@ from deepxray.api.errors import ApiError
 SUPPORTED_FORMATS: tuple[str, ...] = ("png", "jpeg", "tiff", "dicom")
 
 
-class ImagingError(ApiError):
+class ImagingError(ApiError, status=400, code="bad_image"):
     """Base class: an upload that cannot be turned into an image (`detail` never contains patient data)."""
 
-    status = 400
-    code = "bad_image"
     default_detail = "The file could not be read as an image."
 
 
-class EmptyImageError(ImagingError):
-    """The upload has no bytes."""
-
-    status = 400
-    code = "empty_file"
+class EmptyImageError(ImagingError, code="empty_file"):
     default_detail = "The uploaded file is empty."
 
 
-class CorruptImageError(ImagingError):
+class CorruptImageError(ImagingError, code="undecodable"):
     """The file is in a format we read, but cannot be decoded or is truncated."""
 
-    status = 400
-    code = "undecodable"
     default_detail = "The image could not be decoded; the file may be truncated or damaged."
 
 
-class UnsupportedFormatError(ImagingError):
-    """The file is not in any format we read. The message always lists the formats we do read."""
-
-    status = 415
-    code = "unsupported_format"
-    default_detail = "The file is not an image format we read."
+class UnsupportedFormatError(ImagingError, status=415, code="unsupported_format"):
+    """The file is not in any format we read. The detail always lists the formats we do read."""
 
     def __init__(self, detail: str | None = None) -> None:
         formats = ", ".join(name.upper() for name in SUPPORTED_FORMATS)
-        super().__init__(f"{detail or self.default_detail} Supported formats: {formats}.")
+        super().__init__(f"{detail or 'The file is not an image format we read.'} Supported formats: {formats}.")
 
 
-class ImageTooLargeError(ImagingError):
+class ImageTooLargeError(ImagingError, status=413, code="too_large"):
     """The upload is over the byte limit, or the image declares more pixels than the pixel limit.
 
     The pixel limit protects against decompression bombs: a few kilobytes of PNG can declare gigapixels.
     """
 
-    status = 413
-    code = "too_large"
     default_detail = "The image is too large."

@@ -37,34 +37,20 @@ class ViewTransform:
     view_size: int
 
     def to_view(self, xy: np.ndarray) -> np.ndarray:
-        """Maps image coordinates to view coordinates.
-
-        Args:
-            xy: One point (x, y) or an array of points with shape (..., 2).
-
-        Returns:
-            float64 array of the same shape.
-        """
-        points = np.asarray(xy, dtype=np.float64)
-        view = np.empty_like(points)
-        view[..., 0] = (points[..., 0] + 0.5) * self.scale_x - 0.5 + self.offset_x
-        view[..., 1] = (points[..., 1] + 0.5) * self.scale_y - 0.5 + self.offset_y
-        return view
+        """Maps image coordinates, one point (x, y) or an array of shape (..., 2), to view coordinates (float64)."""
+        return (np.asarray(xy, dtype=np.float64) + 0.5) * self._scale - 0.5 + self._offset
 
     def to_image(self, xy: np.ndarray) -> np.ndarray:
-        """Maps view coordinates back to image coordinates (the inverse of `to_view`).
+        """Maps view coordinates back to image coordinates (the inverse of `to_view`), same shapes."""
+        return (np.asarray(xy, dtype=np.float64) + 0.5 - self._offset) / self._scale - 0.5
 
-        Args:
-            xy: One point (x, y) or an array of points with shape (..., 2).
+    @property
+    def _scale(self) -> np.ndarray:
+        return np.array([self.scale_x, self.scale_y])
 
-        Returns:
-            float64 array of the same shape.
-        """
-        points = np.asarray(xy, dtype=np.float64)
-        image = np.empty_like(points)
-        image[..., 0] = (points[..., 0] + 0.5 - self.offset_x) / self.scale_x - 0.5
-        image[..., 1] = (points[..., 1] + 0.5 - self.offset_y) / self.scale_y - 0.5
-        return image
+    @property
+    def _offset(self) -> np.ndarray:
+        return np.array([self.offset_x, self.offset_y], dtype=np.float64)
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, ViewTransform]:
