@@ -92,10 +92,11 @@ def plan(seed: int, hands: int, others: int, balanced: int) -> list[tuple]:
 
 async def evaluate(models_dir: Path, jobs: list[tuple], workers: int) -> dict:
     from deepxray.models.runtime import local_models
-    from deepxray.pipeline import PipelineLimits, ScoringError, score_radiograph
+    from deepxray.pipeline import ScoringError, score_radiograph
+    from deepxray.settings import Settings
 
     models = local_models(models_dir, threads=1)
-    limits = PipelineLimits()
+    settings = Settings()
     rows = defaultdict(list)  # (set, variant) -> per-image outcome
     seconds = []
     # A fork server, not fork: TensorFlow's threads already run in this process.
@@ -104,7 +105,7 @@ async def evaluate(models_dir: Path, jobs: list[tuple], workers: int) -> dict:
             for variant, data, centers in item["files"]:
                 start = time.perf_counter()
                 try:
-                    answer = await score_radiograph(data, models, limits)
+                    answer = await score_radiograph(data, models, settings)
                     outcome = {"accepted": True, "label": answer["body_part"]["label"], "answer": answer}
                 except ScoringError as error:
                     label = error.extra.get("body_part", {}).get("label")

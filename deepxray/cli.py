@@ -32,10 +32,11 @@ def _phantoms_sheet(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from deepxray.models.registry import MODEL_NAMES
     from deepxray.training.data import ManifestSource, SyntheticSource
-    from deepxray.training.run import TARGETS, TrainingPlan, train
+    from deepxray.training.run import TrainingPlan, train
 
-    targets = TARGETS if args.target == "all" else (args.target,)
+    targets = MODEL_NAMES if args.target == "all" else (args.target,)
     if (args.data is None) == (args.synthetic is None):
         raise ValueError("give exactly one of --data DIR (a manifest of labelled files) or --synthetic N")
     if args.data is not None:
@@ -69,7 +70,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _training_target(value: str) -> str:
+    """A model name; the older spellings (body-part, joints, scorer) name the same models."""
+    from deepxray.models.registry import ALIASES
+
+    return ALIASES.get(value, value)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from deepxray.models.registry import MODEL_NAMES
     from deepxray.phantoms.phantom import DEFAULT_SHAPE
     from deepxray.phantoms.scores import DISTRIBUTIONS
     from deepxray.phantoms.writers import DICOM_COMPRESSIONS, FORMATS, PHOTOMETRICS
@@ -103,7 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("--seed", type=int, default=7)
     sheet.set_defaults(func=_phantoms_sheet)
     trainer = commands.add_parser("train", help="train models and export them as versioned artifacts")
-    trainer.add_argument("target", choices=["body-part", "joints", "scorer", "all"])
+    trainer.add_argument(
+        "target",
+        type=_training_target,
+        choices=[*MODEL_NAMES, "all"],
+        help=f"the model to train ({', '.join(MODEL_NAMES)}), or all (body-part, joints and scorer still work)",
+    )
     trainer.add_argument("--data", type=Path, help="directory with labelled images and manifest.jsonl")
     trainer.add_argument("--synthetic", type=int, metavar="N", help="render N phantoms in memory instead")
     trainer.add_argument("--out", type=Path, required=True, help="directory for the model artifacts")

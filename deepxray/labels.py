@@ -15,6 +15,11 @@ JOINT_NAMES: tuple[str, ...] = (
     "pip5",
 )
 
+# Neighbouring MCP joints whose median spacing measures the hand's size in pixels: it sets the joint crop's side
+# (deepxray.imaging.crop) and the evaluation's localisation tolerance. The thumb's MCP sits far from the other four
+# and moves a lot, so it does not measure the hand.
+MCP_NEIGHBOURS: tuple[tuple[str, str], ...] = (("mcp2", "mcp3"), ("mcp3", "mcp4"), ("mcp4", "mcp5"))
+
 # Ratingen erosion classes: 0 intact, then the destroyed share of the joint surface in 20 % bands.
 RATINGEN_CLASSES: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
 RATINGEN_BANDS: dict[int, tuple[float, float]] = {

@@ -24,19 +24,21 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from deepxray.labels import BODY_PARTS, HAND_PARTS, RATINGEN_CLASSES
+from deepxray.imaging.crop import mcp_spacing
+from deepxray.labels import BODY_PARTS, HAND_PARTS, MCP_NEIGHBOURS, RATINGEN_CLASSES
 from evaluation.bootstrap import bootstrap_ci, paired_difference_ci
 
 SOFT_TOLERANCE = 1
 KappaWeights = Literal["linear", "quadratic"] | None
 Point = tuple[float, float]
-# Neighbouring MCP joints whose spacing sets an image's localisation tolerance (it scales with the hand's size).
-MCP_NEIGHBOURS: tuple[tuple[str, str], ...] = (("mcp2", "mcp3"), ("mcp3", "mcp4"), ("mcp4", "mcp5"))
+# An image's localisation tolerance is a fraction of its MCP spacing (`deepxray.imaging.crop.mcp_spacing`, the
+# median distance of the neighbouring MCPs `deepxray.labels.MCP_NEIGHBOURS`), so it scales with the hand's size.
 LOCALISATION_FRACTIONS: tuple[float, ...] = (0.1, 0.25, 0.5)
 
 __all__ = [
     "ClassMetrics",
     "LOCALISATION_FRACTIONS",
+    "MCP_NEIGHBOURS",
     "SOFT_TOLERANCE",
     "body_part_summary",
     "bootstrap_ci",
@@ -47,6 +49,7 @@ __all__ = [
     "confusion_rates",
     "exact_accuracy",
     "localisation_rates",
+    "mcp_spacing",
     "paired_difference_ci",
     "per_class",
     "soft_accuracy",
@@ -275,16 +278,6 @@ def cohen_kappa(
 
 
 # --- joint localisation -------------------------------------------------------------------------------------------
-
-
-def mcp_spacing(centers: Mapping[str, Point]) -> float | None:
-    """Median distance of neighbouring MCP joints (mcp2-mcp3, mcp3-mcp4, mcp4-mcp5) present in `centers`."""
-    distances = [
-        float(np.hypot(centers[a][0] - centers[b][0], centers[a][1] - centers[b][1]))
-        for a, b in MCP_NEIGHBOURS
-        if a in centers and b in centers
-    ]
-    return float(np.median(distances)) if distances else None
 
 
 def localisation_hits(

@@ -90,6 +90,14 @@ def evaluate(
     return results
 
 
+def configured_models_dir() -> Path:
+    """The model folder when none is given: `DEEPXRAY_MODELS_DIR` if set, else the shipped models."""
+    from deepxray.models.artifacts import shipped_models_dir
+    from deepxray.settings import Settings
+
+    return Settings().models_dir or shipped_models_dir()
+
+
 def describe(models: Path | None, url: str | None) -> str:
     return f"service at {url}" if url else f"models in {models}"
 
@@ -105,15 +113,23 @@ def run_evaluation(
     limit: int | None = None,
     progress: bool = True,
 ) -> dict[str, Path]:
-    """`deepxray evaluate`: evaluate (and optionally compare) and write the report; returns the written files."""
-    from deepxray.models.artifacts import default_models_dir
+    """`deepxray evaluate`: evaluate (and optionally compare) and write the report; returns the written files.
+
+    The labels and every model folder (`models`, `compare`) are checked before any image is scored: a missing
+    folder, artifact or card is a ValueError of one sentence. Without `models` or `url`, the models are those of
+    `DEEPXRAY_MODELS_DIR` (`deepxray.settings.Settings.models_dir`) or else the shipped ones.
+    """
+    from deepxray.models.registry import check_model_set
     from evaluation.data import load_labels
     from evaluation.report import write_report
     from evaluation.results import compare_results, summarise
 
     images = load_labels(data)[:limit]
     if url is None:
-        models = models or default_models_dir()
+        role = "--models folder" if models else "model folder"
+        models = check_model_set(models or configured_models_dir(), role=role)
+    if compare is not None:
+        compare = check_model_set(compare, role="--compare folder")
     scorer = http_scorer(url) if url else in_process_scorer(models)
     results = evaluate(images, scorer, progress, name="model set A")
     summary = summarise(results, n_resamples=resamples, seed=seed)

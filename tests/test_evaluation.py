@@ -612,3 +612,57 @@ def test_report_with_a_comparison(tmp_path, no_warnings):
     assert "Model set A: v1" in markdown and "Model set B: v2" in markdown
     assert written["score_png_compare"].exists() and written["body_part_png_compare"].exists()
     assert json.loads(written["json"].read_text(encoding="utf-8"))["compare"]["differences"]
+
+
+# --- `deepxray evaluate`: bad input is one sentence on stderr and exit code 2, found before anything is scored -------
+
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def model_set_lacking(root: Path, missing: str | None = None, broken_card: str | None = None) -> Path:
+    """A model folder with the shipped cards and stand-in model files, `missing` left out, `broken_card` unreadable."""
+    from deepxray.models.registry import MODEL_NAMES
+
+    for name in MODEL_NAMES:
+        if name == missing:
+            continue
+        (root / name).mkdir(parents=True)
+        (root / name / "model.keras").write_bytes(b"stand-in")
+        card = (SHIPPED_MODELS / name / "model_card.json").read_text(encoding="utf-8")
+        (root / name / "model_card.json").write_text("{" if name == broken_card else card, encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("option", "folder", "message"),
+    [
+        ("--compare", "missing", r"--compare folder .*missing does not exist$"),
+        ("--compare", "partial", r"--compare folder .*partial is not a DeepXRay model set: .*ratingen_score lacks"),
+        ("--compare", "broken", r"--compare folder .*broken: unreadable model card in .*joint_detection"),
+        ("--models", "missing", r"--models folder .*missing does not exist$"),
+        ("--data", "missing", r"label file .*missing does not exist$"),
+    ],
+)
+def test_evaluate_refuses_bad_folders_before_scoring(option, folder, message, tmp_path, capsys, monkeypatch):
+    import re
+
+    import evaluation.run
+    from deepxray.cli import main
+
+    def never(*args, **kwargs):
+        raise AssertionError("scored images before checking the inputs")
+
+    monkeypatch.setattr(evaluation.run, "evaluate", never)
+    monkeypatch.setattr(evaluation.run, "in_process_scorer", never)
+    write_png(tmp_path / "a.png")
+    labels = write_csv(tmp_path, ["a.png,L,,0,0,0,0,0,0,0,0,0,0,,,,,,"])
+    model_set_lacking(tmp_path / "partial", missing="ratingen_score")
+    model_set_lacking(tmp_path / "broken", broken_card="joint_detection")
+    args = {"--data": str(labels), "--out": str(tmp_path / "report"), "--models": str(SHIPPED_MODELS)}
+    args[option] = str(tmp_path / folder)
+    code = main(["evaluate", *[part for pair in args.items() for part in pair]])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("deepxray: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert re.search(message, err.strip()), err
+    assert not (tmp_path / "report").exists()

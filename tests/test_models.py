@@ -13,23 +13,23 @@ from deepxray.imaging.model_inputs import BODY_PART_VIEW, CROP_SIZE, DETECTOR_VI
 from deepxray.labels import BODY_PARTS, JOINT_NAMES, RATINGEN_CLASSES
 from deepxray.models.artifacts import (
     INTENDED_USE,
-    MODEL_NAMES,
     REQUIRED_CARD_FIELDS,
     ModelCard,
-    default_models_dir,
     load_artifact,
     read_card,
     save_artifact,
+    shipped_models_dir,
 )
 from deepxray.models.body_part import build_body_part_model
 from deepxray.models.joint_detection import HEATMAP_STRIDE, build_detector, build_heatmap_net
 from deepxray.models.ratingen_score import build_scorer
+from deepxray.models.registry import MODEL_NAMES, MODELS
 from deepxray.phantoms.generate import GenerationSettings, generate_dataset, read_manifest
 from deepxray.training.data import CONTEXT_CROP_SIZE, CROP_CONTEXT, ManifestSource, SyntheticSource
 from deepxray.training.data import build_training_set as build_set
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = default_models_dir()
+SHIPPED = shipped_models_dir()
 
 
 def rng_images(n: int, size: int) -> np.ndarray:
@@ -79,13 +79,14 @@ def test_save_and_reload_give_the_same_outputs(name, tmp_path):
 
 
 def test_training_and_serving_preprocess_a_file_identically(tmp_path):
-    from deepxray.pipeline import PipelineLimits, _prepare
+    from deepxray.pipeline import _prepare
+    from deepxray.settings import Settings
 
     generate_dataset(tmp_path, 1, "right_hand", GenerationSettings(seed=3), workers=1, progress=False)
     record = read_manifest(tmp_path)[0]
     example = ManifestSource.open(tmp_path).example((0, record))
 
-    image, served_body_view = _prepare((tmp_path / record["file"]).read_bytes(), PipelineLimits())
+    image, served_body_view = _prepare((tmp_path / record["file"]).read_bytes(), Settings())
     centers = {name: tuple(record["joints"][name]["center"]) for name in JOINT_NAMES}
     served_view = detector_view(image, mirrored=True)
     served_crops = joint_crops(image, centers, JOINT_NAMES, True, out_size=CONTEXT_CROP_SIZE, context=CROP_CONTEXT)
@@ -98,7 +99,7 @@ def test_training_and_serving_preprocess_a_file_identically(tmp_path):
 
 
 def test_ordinal_loss_grows_with_the_distance_from_the_true_class():
-    from deepxray.training.scorer import ordinal_loss
+    from deepxray.training.ratingen_score import ordinal_loss
 
     labels = np.zeros((5,), np.int64)
     predictions = np.full((5, 6), 0.02, np.float32)
@@ -123,13 +124,82 @@ def test_fitted_temperature_recovers_the_true_one():
 @pytest.mark.slow
 def test_a_tiny_training_run_lowers_the_loss(tmp_path):
     from deepxray.training.common import configure_tensorflow
-    from deepxray.training.scorer import train_scorer
+    from deepxray.training.ratingen_score import train_ratingen_score
 
     configure_tensorflow(seed=0)
     data = build_set(SyntheticSource(seed=8, n=10, body_parts="left_hand", degrade=False), workers=1)
-    train_scorer(data, tmp_path, seed=0, epochs=4, batch=16)
+    train_ratingen_score(data, tmp_path, seed=0, epochs=4, batch=16)
     history = np.genfromtxt(tmp_path / "history.csv", delimiter=",", names=True)
     assert history["loss"][-1] < history["loss"][0]
+
+
+# --- one registry of the three models; the CLI's names ---------------------------------------------------------------
+
+
+def test_the_registry_names_each_model_once_at_every_layer():
+    assert MODEL_NAMES == ("body_part", "joint_detection", "ratingen_score")
+    assert [MODELS[name].deployment for name in MODEL_NAMES] == ["BodyPart", "JointDetection", "RatingenScore"]
+    assert [MODELS[name].input_size for name in MODEL_NAMES] == [BODY_PART_VIEW, DETECTOR_VIEW, CROP_SIZE]
+    for name in MODEL_NAMES:
+        spec, card = MODELS[name], read_card(SHIPPED / name)
+        assert spec.name == name == card.name and spec.trainer.__name__ == f"train_{name}"
+        # What `deepxray train` would write on the card is what the shipped card says.
+        assert (card.input, card.output, card.labels) == (spec.card_input(), spec.output, list(spec.labels))
+
+
+def test_the_registry_imports_without_tensorflow():
+    import subprocess
+    import sys
+
+    code = "import sys, deepxray.models.registry; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+
+
+def test_train_takes_the_model_names_and_the_old_spellings():
+    from deepxray.cli import build_parser
+
+    parser = build_parser()
+    old = {"body-part": "body_part", "joints": "joint_detection", "scorer": "ratingen_score"}
+    for given, name in [*old.items(), *((name, name) for name in MODEL_NAMES), ("all", "all")]:
+        assert parser.parse_args(["train", given, "--out", "x"]).target == name
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "detector", "--out", "x"])
+
+
+# --- `deepxray checkpoint`: one sentence on stderr and exit code 2 for bad input, never a traceback -------------------
+
+
+@pytest.mark.parametrize(
+    ("models", "epoch", "message"),
+    [
+        ("{tmp}/missing", "1", r"model folder .*missing does not exist$"),
+        (
+            "{tmp}",
+            "1",
+            r"model folder .* is not a DeepXRay model set: .*body_part lacks model_card.json and model.keras$",
+        ),
+        (
+            "{shipped}",
+            "99",
+            r"no epoch-99 checkpoint of body_part, joint_detection, ratingen_score in .*epoch99.weights.h5",
+        ),
+        ("{shipped}", "0", r"--epoch must be 1 or more, not 0$"),
+    ],
+)
+def test_checkpoint_errors_are_one_sentence(models, epoch, message, tmp_path, capsys):
+    import re
+
+    from deepxray.cli import main
+
+    out = tmp_path / "out"
+    models = models.format(tmp=tmp_path, shipped=SHIPPED)
+    code = main(["checkpoint", "--models", models, "--epoch", epoch, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("deepxray: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert re.search(message, err.strip()), err
+    assert not out.exists()  # nothing written
 
 
 # --- the shipped demo models ---------------------------------------------------------------------------------------

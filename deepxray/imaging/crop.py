@@ -11,17 +11,28 @@ from collections.abc import Mapping
 import cv2
 import numpy as np
 
-from deepxray.labels import JOINT_NAMES
+from deepxray.labels import JOINT_NAMES, MCP_NEIGHBOURS
 
 # Crop side as a multiple of the median spacing of neighbouring MCP joints: wide enough for the whole joint
 # space, both bone ends and some soft tissue, narrow enough to keep the neighbouring fingers mostly out.
 JOINT_CROP_FACTOR = 1.3
-# The thumb's MCP sits far from the other four and moves a lot, so it does not measure the hand.
-_NEIGHBOURING_MCPS = (("mcp2", "mcp3"), ("mcp3", "mcp4"), ("mcp4", "mcp5"))
 # Below this MCP-to-PIP distance (pixels) a finger has no measurable direction.
 _MIN_AXIS_LENGTH = 1e-6
 
 Point = tuple[float, float]
+
+
+def mcp_spacing(centers: Mapping[str, Point]) -> float | None:
+    """Median distance of the neighbouring MCP joints (`MCP_NEIGHBOURS`) present in `centers`; None if no pair is.
+
+    The hand's size in pixels: the joint crop's side and the evaluation's localisation tolerance both scale with it.
+    """
+    distances = [
+        math.dist(centers[first], centers[second])
+        for first, second in MCP_NEIGHBOURS
+        if first in centers and second in centers
+    ]
+    return float(np.median(distances)) if distances else None
 
 
 def joint_crop_size(centers: Mapping[str, Point], factor: float = JOINT_CROP_FACTOR) -> float:
@@ -38,14 +49,10 @@ def joint_crop_size(centers: Mapping[str, Point], factor: float = JOINT_CROP_FAC
     Raises:
         ValueError: No neighbouring MCP pair, or the joints coincide.
     """
-    distances = [
-        math.dist(centers[first], centers[second])
-        for first, second in _NEIGHBOURING_MCPS
-        if first in centers and second in centers
-    ]
-    if not distances:
+    spacing = mcp_spacing(centers)
+    if spacing is None:
         raise ValueError("need at least one of the MCP pairs mcp2-mcp3, mcp3-mcp4, mcp4-mcp5")
-    size = float(np.median(distances)) * factor
+    size = spacing * factor
     if not size > 0:
         raise ValueError(f"the MCP joints coincide; cannot derive a crop size (got {size})")
     return size

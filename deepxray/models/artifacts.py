@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 MODEL_FILE = "model.keras"
 CARD_FILE = "model_card.json"
-MODEL_NAMES = ("body_part", "joint_detection", "ratingen_score")
 INTENDED_USE = "research use only; trained on synthetic radiographs"
 REQUIRED_CARD_FIELDS = (
     "name",
@@ -30,10 +28,17 @@ REQUIRED_CARD_FIELDS = (
 )
 
 
-def default_models_dir() -> Path:
-    """The shipped demo models (`models/` beside the package), or `$DEEPXRAY_MODELS` when set."""
-    configured = os.environ.get("DEEPXRAY_MODELS")
-    return Path(configured) if configured else Path(__file__).resolve().parents[2] / "models"
+def shipped_models_dir() -> Path:
+    """The shipped demo models: `models/` beside the package.
+
+    Reads no environment: the one variable for another model folder, `DEEPXRAY_MODELS_DIR`, belongs to
+    `deepxray.settings.Settings.models_dir`.
+    """
+    return Path(__file__).resolve().parents[2] / "models"
+
+
+# The older name, kept for the callers outside the model package (deployments, load tests, benchmarks, tests).
+default_models_dir = shipped_models_dir
 
 
 @dataclass

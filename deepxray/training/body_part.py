@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -15,21 +16,28 @@ from deepxray.training.data import TrainingSet, validation_mask
 ACCEPT_THRESHOLD = 0.5
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature minimising the negative log-likelihood of held-out labels (a 1-D search over [1, 8]).
+def _negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_p[np.arange(len(labels)), labels].mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = (1.0, 8.0)) -> float:
+    """The temperature minimising the negative log-likelihood of held-out labels, within `bounds` ([1, 8]).
 
     Only softening is allowed: when the held-out set is classified without error, the likelihood keeps rising
-    as the temperature falls towards 0, which would make the model ever more overconfident.
+    as the temperature falls towards 0, which would make the model ever more overconfident. The likelihood is
+    convex in 1/T, so a bounded scalar search over 1/T finds the minimum; the bounds themselves are compared
+    too, since a bounded search never evaluates them (the error-free case gives exactly 1).
     """
-    best_t, best_nll = 1.0, np.inf
-    for t in np.exp(np.linspace(0.0, np.log(8.0), 200)):
-        z = logits / t
-        z = z - z.max(axis=1, keepdims=True)
-        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        nll = -log_p[np.arange(len(labels)), labels].mean()
-        if nll < best_nll:
-            best_t, best_nll = float(t), float(nll)
-    return best_t
+    from scipy.optimize import minimize_scalar
+
+    low, high = bounds
+    nll = functools.partial(_negative_log_likelihood, logits, labels)
+    found = minimize_scalar(lambda inverse: nll(1.0 / inverse), bounds=(1.0 / high, 1.0 / low), method="bounded")
+    candidates = [float(low), float(high), float(1.0 / found.x)]
+    return min(candidates, key=nll)
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:

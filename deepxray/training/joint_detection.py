@@ -33,7 +33,7 @@ def heatmap_loss(targets, logits):
     return tf.reduce_mean(tf.square(heat - targets) * (1.0 + 20.0 * targets))
 
 
-def train_joint_detector(data: TrainingSet, out_dir: Path, seed: int, epochs: int = 15, batch: int = 16):
+def train_joint_detection(data: TrainingSet, out_dir: Path, seed: int, epochs: int = 15, batch: int = 16):
     """Returns the served detector (view in, keypoints out) and its validation metrics."""
     import keras
 

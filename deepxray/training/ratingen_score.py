@@ -30,14 +30,6 @@ def ordinal_loss(labels, probabilities):
     return cross_entropy + EMD_WEIGHT * emd
 
 
-def quadratic_kappa(truth: np.ndarray, predicted: np.ndarray, classes: int = len(RATINGEN_CLASSES)) -> float:
-    observed = np.zeros((classes, classes))
-    np.add.at(observed, (truth, predicted), 1)
-    expected = np.outer(observed.sum(1), observed.sum(0)) / observed.sum()
-    weights = (np.subtract.outer(np.arange(classes), np.arange(classes)) ** 2) / (classes - 1) ** 2
-    return float(1.0 - (weights * observed).sum() / (weights * expected).sum())
-
-
 def _geometric_augmentation():
     """Shift, turn and zoom a context crop as detector error would, then cut the served crop's field of view."""
     import keras
@@ -53,12 +45,13 @@ def _geometric_augmentation():
     )
 
 
-def train_scorer(data: TrainingSet, out_dir: Path, seed: int, epochs: int = 15, batch: int = 128):
+def train_ratingen_score(data: TrainingSet, out_dir: Path, seed: int, epochs: int = 15, batch: int = 128):
     """Returns the trained scorer and its validation metrics (on centred crops)."""
     import keras
 
     from deepxray.models.ratingen_score import build_scorer
     from deepxray.training.augment import intensity
+    from evaluation.metrics import cohen_kappa
 
     hands = len(data.scores)
     ids = np.repeat(data.hand_ids, data.scores.shape[1])
@@ -95,6 +88,6 @@ def train_scorer(data: TrainingSet, out_dir: Path, seed: int, epochs: int = 15, 
         "epochs_run": len(history["loss"]),
         "exact_accuracy": float((predicted == truth).mean()),
         "within_one_class": float((np.abs(predicted - truth) <= 1).mean()),
-        "quadratic_kappa": quadratic_kappa(truth, predicted),
+        "quadratic_kappa": cohen_kappa(truth, predicted, weights="quadratic"),
     }
     return model, metrics

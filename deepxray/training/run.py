@@ -2,68 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deepxray.imaging.model_inputs import BODY_PART_VIEW, CROP_SIZE, DETECTOR_VIEW
-from deepxray.labels import BODY_PARTS, JOINT_NAMES, RATINGEN_CLASSES
+from deepxray.models.registry import MODEL_NAMES, MODELS
 from deepxray.training.data import ManifestSource, SyntheticSource, TrainingSet, build_training_set
 
 MODEL_VERSION = "1.0.0"
-TARGETS = ("body-part", "joints", "scorer")
-PREPROCESSING = "deepxray.imaging.model_inputs: decode, percentile normalisation (0.5-99.5 %) to [0, 1]"
-# What each training target trains and what its model card says about inputs and outputs.
-MODEL_SPECS = {
-    "body-part": {
-        "name": "body_part",
-        "module": "deepxray.training.body_part",
-        "trainer": "train_body_part",
-        "input": ("view", BODY_PART_VIEW, "letterboxed, padded with 0"),
-        "output": {"name": "probabilities", "shape": [len(BODY_PARTS)], "calibration": "temperature scaling"},
-        "labels": BODY_PARTS,
-    },
-    "joints": {
-        "name": "joint_detection",
-        "module": "deepxray.training.joints",
-        "trainer": "train_joint_detector",
-        "input": (
-            "view",
-            DETECTOR_VIEW,
-            "right hands flipped to a left hand's orientation; letterboxed, padded with 0",
-        ),
-        "output": {
-            "name": "keypoints",
-            "shape": [len(JOINT_NAMES), 3],
-            "columns": ["x", "y", "confidence"],
-            "coordinates": "view pixels, pixel centres at integers",
-        },  # fmt: skip
-        "labels": JOINT_NAMES,
-    },
-    "scorer": {
-        "name": "ratingen_score",
-        "module": "deepxray.training.scorer",
-        "trainer": "train_scorer",
-        "input": (
-            "crop",
-            CROP_SIZE,
-            "square of 1.3x the median neighbouring-MCP distance around the joint, turned "
-            "so the finger points up (a right hand's flipped)",
-        ),  # fmt: skip
-        "output": {
-            "name": "probabilities",
-            "shape": [len(RATINGEN_CLASSES)],
-            "loss": "cross-entropy + squared earth mover's distance (ordinal)",
-        },  # fmt: skip
-        "labels": RATINGEN_CLASSES,
-    },
-}
 
 
 @dataclass(frozen=True)
 class TrainingPlan:
-    targets: tuple[str, ...]
+    targets: tuple[str, ...]  # model names (deepxray.models.registry.MODEL_NAMES)
     out_dir: Path
     seed: int = 0
     epochs: dict | None = None  # per target; None = each trainer's default
@@ -119,27 +70,19 @@ def train(plan: TrainingPlan, source: SyntheticSource | ManifestSource, cache: P
     results = {}
     work = Path(plan.out_dir) / "_training"
     for target in plan.targets:
-        if target not in MODEL_SPECS:
-            raise ValueError(f"unknown training target {target!r}; choose from {', '.join(TARGETS)} or all")
-        spec = MODEL_SPECS[target]
+        if target not in MODELS:
+            raise ValueError(f"unknown training target {target!r}; choose from {', '.join(MODEL_NAMES)} or all")
+        spec = MODELS[target]
         start = time.perf_counter()
         print(f"== {target}", flush=True)
         kwargs = {"epochs": epochs[target]} if target in epochs else {}
-        trainer = getattr(importlib.import_module(spec["module"]), spec["trainer"])
-        model, metrics = trainer(data, work / spec["name"], plan.seed, **kwargs)
-        input_name, size, preprocessing = spec["input"]
+        model, metrics = spec.trainer(data, work / spec.name, plan.seed, **kwargs)
         card = ModelCard(
-            name=spec["name"],
+            name=spec.name,
             version=MODEL_VERSION,
-            input={
-                "name": input_name,
-                "shape": [size, size, 1],
-                "dtype": "float32",
-                "range": [0, 1],
-                "preprocessing": f"{PREPROCESSING}; {preprocessing}",
-            },  # fmt: skip
-            output=spec["output"],
-            labels=list(spec["labels"]),
+            input=spec.card_input(),
+            output=dict(spec.output),
+            labels=list(spec.labels),
             training_data=training_data,
             seed=plan.seed,
             validation_metrics=metrics,

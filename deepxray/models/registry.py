@@ -1,0 +1,183 @@
+"""The three models, one entry each: the one place that says what a model is called at every layer.
+
+A model's name (`body_part`, `joint_detection`, `ratingen_score`) is its training target, its artifact folder
+under `models/`, the `name` on its card and its key in the service's answers; `deployment` is its Ray Serve
+deployment. Each entry also holds the input it is given (the builder in `deepxray.imaging.model_inputs` and its
+size), what its card says about input and output, the function that trains it and the one that builds its
+network. Importing this module does not import TensorFlow: the trainers import it when they run, and the network
+builders are small wrappers that import Keras when called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deepxray.imaging.model_inputs import (
+    BODY_PART_VIEW,
+    CROP_SIZE,
+    DETECTOR_VIEW,
+    body_part_view,
+    detector_view,
+    joint_crops,
+)
+from deepxray.labels import BODY_PARTS, JOINT_NAMES, RATINGEN_CLASSES
+from deepxray.models.artifacts import CARD_FILE, MODEL_FILE, read_card
+from deepxray.training.body_part import train_body_part
+from deepxray.training.joint_detection import train_joint_detection
+from deepxray.training.ratingen_score import train_ratingen_score
+
+PREPROCESSING = "deepxray.imaging.model_inputs: decode, percentile normalisation (0.5-99.5 %) to [0, 1]"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model at every layer: definition, training, deployment, artifact."""
+
+    name: str  # training target, artifact folder, card name, key in the service's answers
+    deployment: str  # the Ray Serve deployment's name
+    input_name: str  # what the card calls the input: "view" or "crop"
+    input_size: int  # side of the square (size, size, 1) float32 input
+    build_input: Callable  # deepxray.imaging.model_inputs function that makes the input from a NormalisedImage
+    input_preprocessing: str  # how the input is made, beyond PREPROCESSING (for the card)
+    output: dict  # the card's `output`
+    labels: tuple[str, ...]  # the card's `labels`
+    trainer: Callable  # trainer(data, out_dir, seed, epochs=...) -> (model, validation metrics)
+    build_network: Callable  # () -> the Keras network the trainer fits (its checkpoints hold its weights)
+    export_network: Callable  # (fitted network) -> the Keras model saved as the artifact
+    aliases: tuple[str, ...] = field(default=())  # older spellings the CLI still accepts
+
+    def card_input(self) -> dict:
+        """The card's `input`."""
+        return {
+            "name": self.input_name,
+            "shape": [self.input_size, self.input_size, 1],
+            "dtype": "float32",
+            "range": [0, 1],
+            "preprocessing": f"{PREPROCESSING}; {self.input_preprocessing}",
+        }
+
+
+def _build_body_part_network():
+    from deepxray.models.body_part import build_body_part_model
+
+    return build_body_part_model()
+
+
+def _build_heatmap_network():
+    from deepxray.models.joint_detection import build_heatmap_net
+
+    return build_heatmap_net()
+
+
+def _build_detector(heatmap_net):
+    from deepxray.models.joint_detection import build_detector
+
+    return build_detector(heatmap_net)
+
+
+def _build_ratingen_score_network():
+    from deepxray.models.ratingen_score import build_scorer
+
+    return build_scorer()
+
+
+def _same(model):
+    return model
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="body_part",
+            deployment="BodyPart",
+            input_name="view",
+            input_size=BODY_PART_VIEW,
+            build_input=body_part_view,
+            input_preprocessing="letterboxed, padded with 0",
+            output={"name": "probabilities", "shape": [len(BODY_PARTS)], "calibration": "temperature scaling"},
+            labels=BODY_PARTS,
+            trainer=train_body_part,
+            build_network=_build_body_part_network,
+            export_network=_same,
+            aliases=("body-part",),
+        ),
+        ModelSpec(
+            name="joint_detection",
+            deployment="JointDetection",
+            input_name="view",
+            input_size=DETECTOR_VIEW,
+            build_input=detector_view,
+            input_preprocessing="right hands flipped to a left hand's orientation; letterboxed, padded with 0",
+            output={
+                "name": "keypoints",
+                "shape": [len(JOINT_NAMES), 3],
+                "columns": ["x", "y", "confidence"],
+                "coordinates": "view pixels, pixel centres at integers",
+            },
+            labels=JOINT_NAMES,
+            trainer=train_joint_detection,
+            build_network=_build_heatmap_network,
+            export_network=_build_detector,
+            aliases=("joints",),
+        ),
+        ModelSpec(
+            name="ratingen_score",
+            deployment="RatingenScore",
+            input_name="crop",
+            input_size=CROP_SIZE,
+            build_input=joint_crops,
+            input_preprocessing=(
+                "square of 1.3x the median neighbouring-MCP distance around the joint, turned "
+                "so the finger points up (a right hand's flipped)"
+            ),
+            output={
+                "name": "probabilities",
+                "shape": [len(RATINGEN_CLASSES)],
+                "loss": "cross-entropy + squared earth mover's distance (ordinal)",
+            },
+            labels=RATINGEN_CLASSES,
+            trainer=train_ratingen_score,
+            build_network=_build_ratingen_score_network,
+            export_network=_same,
+            aliases=("scorer",),
+        ),
+    )
+}
+MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+# Old spellings of the training targets (`deepxray train joints`) -> the model's name.
+ALIASES: dict[str, str] = {alias: spec.name for spec in MODELS.values() for alias in spec.aliases}
+
+
+def resolve(name: str) -> ModelSpec:
+    """The entry of a model by its name or an old alias; ValueError naming the choices otherwise."""
+    spec = MODELS.get(ALIASES.get(name, name))
+    if spec is None:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    return spec
+
+
+def check_model_set(directory: Path | str, role: str = "model folder") -> Path:
+    """`directory` when it holds an artifact of each model with a readable card; else ValueError, one sentence.
+
+    Reads the cards only (no TensorFlow), so a command can refuse a bad folder before any slow work.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"{role} {directory} does not exist")
+    for name in MODEL_NAMES:
+        artifact = directory / name
+        missing = [file for file in (CARD_FILE, MODEL_FILE) if not (artifact / file).is_file()]
+        if missing:
+            raise ValueError(
+                f"{role} {directory} is not a DeepXRay model set: {artifact} lacks {' and '.join(missing)}"
+            )
+        try:
+            card = read_card(artifact)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{role} {directory}: unreadable model card in {artifact} ({error})") from error
+        if card.name != name:
+            raise ValueError(f"{role} {directory}: the card in {artifact} is for {card.name!r}, not {name!r}")
+    return directory
