@@ -22,6 +22,7 @@ from deepxray.deployments.body_part import BodyPart
 from deepxray.deployments.ingress import Ingress
 from deepxray.deployments.joint_detection import JointDetection
 from deepxray.deployments.ratingen_score import RatingenScore
+from deepxray.models.registry import MODELS
 from deepxray.settings import Settings
 
 # Ray Serve's gRPC data plane (proxy -> ingress -> model replicas) in place of Ray actor calls, for a Ray that
@@ -31,8 +32,9 @@ from deepxray.settings import Settings
 # all processes and 10-40 ms less latency, most of it in moving the multi-megabyte upload from proxy to ingress.
 os.environ.setdefault("RAY_SERVE_USE_GRPC_BY_DEFAULT", "1")
 
-# The model deployments by model name (`deepxray.models.registry`), in the order the ingress takes them.
-MODEL_DEPLOYMENTS = {d.func_or_class.model_name: d for d in (BodyPart, JointDetection, RatingenScore)}
+# The model deployments by model name, as the registry names them (the ingress takes them by these names).
+_DEPLOYMENTS = {deployment.name: deployment for deployment in (BodyPart, JointDetection, RatingenScore)}
+MODEL_DEPLOYMENTS = {name: _DEPLOYMENTS[spec.deployment] for name, spec in MODELS.items()}
 
 
 def bind_graph(settings: Settings, deployment_options: Mapping[str, Mapping[str, Any]] | None = None) -> Application:

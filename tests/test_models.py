@@ -142,7 +142,7 @@ def test_the_registry_names_each_model_once_at_every_layer():
     assert [MODELS[name].input_size for name in MODEL_NAMES] == [BODY_PART_VIEW, DETECTOR_VIEW, CROP_SIZE]
     for name in MODEL_NAMES:
         spec, card = MODELS[name], read_card(SHIPPED / name)
-        assert spec.name == name == card.name and spec.trainer.__name__ == f"train_{name}"
+        assert spec.name == name == card.name and spec.training.train.__name__ == f"train_{name}"
         # What `deepxray train` would write on the card is what the shipped card says.
         assert (card.input, card.output, card.labels) == (spec.card_input(), spec.output, list(spec.labels))
 

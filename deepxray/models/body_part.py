@@ -7,7 +7,7 @@ from keras import layers
 
 from deepxray.imaging.model_inputs import BODY_PART_VIEW
 from deepxray.labels import BODY_PARTS
-from deepxray.models.blocks import conv_bn, image_input
+from deepxray.models.blocks import conv_stages, image_input
 from deepxray.models.layers import Temperature
 
 
@@ -18,16 +18,7 @@ def build_body_part_model(view: int = BODY_PART_VIEW, classes: int = len(BODY_PA
     of the palm) survives to the classifier: left and right hands differ only in that.
     """
     inputs = image_input(view, "view")
-    x = conv_bn(inputs, 16, stride=2)  # 64
-    x = conv_bn(x, 24)
-    x = layers.MaxPooling2D()(x)  # 32
-    x = conv_bn(x, 32)
-    x = conv_bn(x, 32)
-    x = layers.MaxPooling2D()(x)  # 16
-    x = conv_bn(x, 64)
-    x = layers.MaxPooling2D()(x)  # 8
-    x = conv_bn(x, 96)
-    x = layers.MaxPooling2D()(x)  # 4
+    x = conv_stages(inputs, [[16, 24], [32, 32], [64], [96]])  # 128 -> 64, 32, 16, 8, 4
     x = layers.Flatten()(x)
     x = layers.Dropout(0.3)(x)
     x = layers.Dense(64, activation="relu")(x)

@@ -7,22 +7,13 @@ from keras import layers
 
 from deepxray.imaging.model_inputs import CROP_SIZE
 from deepxray.labels import RATINGEN_CLASSES
-from deepxray.models.blocks import conv_bn, image_input
+from deepxray.models.blocks import conv_stages, image_input
 
 
 def build_scorer(crop: int = CROP_SIZE, classes: int = len(RATINGEN_CLASSES)) -> keras.Model:
     """A small CNN over an oriented joint crop (finger pointing up)."""
     inputs = image_input(crop, "crop")
-    x = conv_bn(inputs, 16, stride=2)  # 48
-    x = conv_bn(x, 32)
-    x = layers.MaxPooling2D()(x)  # 24
-    x = conv_bn(x, 48)
-    x = conv_bn(x, 48)
-    x = layers.MaxPooling2D()(x)  # 12
-    x = conv_bn(x, 64)
-    x = conv_bn(x, 64)
-    x = layers.MaxPooling2D()(x)  # 6
-    x = conv_bn(x, 128)
+    x = conv_stages(inputs, [[16, 32], [48, 48], [64, 64], [128]], pool_after_last=False)  # 96 -> 48, 24, 12, 6
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(0.3)(x)
     logits = layers.Dense(classes, name="logits")(x)

@@ -1,10 +1,9 @@
 """The three models, one entry each: the one place that says what a model is called at every layer.
 
 A model's name (`body_part`, `joint_detection`, `ratingen_score`) is its training target, its artifact folder
-under `models/`, the `name` on its card and its key in the service's answers; `deployment` is its Ray Serve
+under `models/`, the `name` on its card, its key in the service's answers, and (in CamelCase) its Ray Serve
 deployment. Each entry also holds the input it is given (the builder in `deepxray.imaging.model_inputs` and its
-size), what its card says about input and output, the function that trains it and the one that builds its
-network. Importing this module does not import TensorFlow: the trainers import it when they run, and the network
+size), what its card says about input and output, and how it is trained (`Training`). Importing this module does not import TensorFlow: the trainers import it when they run, and the network
 builders are small wrappers that import Keras when called.
 """
 
@@ -32,30 +31,54 @@ PREPROCESSING = "deepxray.imaging.model_inputs: decode, percentile normalisation
 
 
 @dataclass(frozen=True)
+class ModelInput:
+    """What a model is given: its card name ("view" or "crop"), the side of the square (size, size, 1) float32
+    input, the `deepxray.imaging.model_inputs` function that makes it, and how (beyond PREPROCESSING)."""
+
+    name: str
+    size: int
+    build: Callable
+    preprocessing: str
+
+
+@dataclass(frozen=True)
+class Training:
+    """How a model is made: its trainer, the Keras network the trainer fits (which its epoch checkpoints hold),
+    and how a fitted network becomes the saved artifact."""
+
+    train: Callable  # train(data, out_dir, seed, epochs=...) -> (model, validation metrics)
+    build_network: Callable  # () -> the untrained network
+    export_network: Callable = field(default=lambda network: network)  # fitted network -> the saved artifact
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One model at every layer: definition, training, deployment, artifact."""
 
     name: str  # training target, artifact folder, card name, key in the service's answers
-    deployment: str  # the Ray Serve deployment's name
-    input_name: str  # what the card calls the input: "view" or "crop"
-    input_size: int  # side of the square (size, size, 1) float32 input
-    build_input: Callable  # deepxray.imaging.model_inputs function that makes the input from a NormalisedImage
-    input_preprocessing: str  # how the input is made, beyond PREPROCESSING (for the card)
+    input: ModelInput
     output: dict  # the card's `output`
     labels: tuple[str, ...]  # the card's `labels`
-    trainer: Callable  # trainer(data, out_dir, seed, epochs=...) -> (model, validation metrics)
-    build_network: Callable  # () -> the Keras network the trainer fits (its checkpoints hold its weights)
-    export_network: Callable  # (fitted network) -> the Keras model saved as the artifact
+    training: Training
     aliases: tuple[str, ...] = field(default=())  # older spellings the CLI still accepts
+
+    @property
+    def deployment(self) -> str:
+        """The Ray Serve deployment's name: the model's name in CamelCase (`joint_detection` -> JointDetection)."""
+        return "".join(part.title() for part in self.name.split("_"))
+
+    @property
+    def input_size(self) -> int:
+        return self.input.size
 
     def card_input(self) -> dict:
         """The card's `input`."""
         return {
-            "name": self.input_name,
-            "shape": [self.input_size, self.input_size, 1],
+            "name": self.input.name,
+            "shape": [self.input.size, self.input.size, 1],
             "dtype": "float32",
             "range": [0, 1],
-            "preprocessing": f"{PREPROCESSING}; {self.input_preprocessing}",
+            "preprocessing": f"{PREPROCESSING}; {self.input.preprocessing}",
         }
 
 
@@ -83,34 +106,26 @@ def _build_ratingen_score_network():
     return build_scorer()
 
 
-def _same(model):
-    return model
-
-
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec(
             name="body_part",
-            deployment="BodyPart",
-            input_name="view",
-            input_size=BODY_PART_VIEW,
-            build_input=body_part_view,
-            input_preprocessing="letterboxed, padded with 0",
+            aliases=("body-part",),
+            input=ModelInput("view", BODY_PART_VIEW, body_part_view, "letterboxed, padded with 0"),
             output={"name": "probabilities", "shape": [len(BODY_PARTS)], "calibration": "temperature scaling"},
             labels=BODY_PARTS,
-            trainer=train_body_part,
-            build_network=_build_body_part_network,
-            export_network=_same,
-            aliases=("body-part",),
+            training=Training(train_body_part, _build_body_part_network),
         ),
         ModelSpec(
             name="joint_detection",
-            deployment="JointDetection",
-            input_name="view",
-            input_size=DETECTOR_VIEW,
-            build_input=detector_view,
-            input_preprocessing="right hands flipped to a left hand's orientation; letterboxed, padded with 0",
+            aliases=("joints",),
+            input=ModelInput(
+                "view",
+                DETECTOR_VIEW,
+                detector_view,
+                "right hands flipped to a left hand's orientation; letterboxed, padded with 0",
+            ),
             output={
                 "name": "keypoints",
                 "shape": [len(JOINT_NAMES), 3],
@@ -118,20 +133,17 @@ MODELS: dict[str, ModelSpec] = {
                 "coordinates": "view pixels, pixel centres at integers",
             },
             labels=JOINT_NAMES,
-            trainer=train_joint_detection,
-            build_network=_build_heatmap_network,
-            export_network=_build_detector,
-            aliases=("joints",),
+            training=Training(train_joint_detection, _build_heatmap_network, _build_detector),
         ),
         ModelSpec(
             name="ratingen_score",
-            deployment="RatingenScore",
-            input_name="crop",
-            input_size=CROP_SIZE,
-            build_input=joint_crops,
-            input_preprocessing=(
+            aliases=("scorer",),
+            input=ModelInput(
+                "crop",
+                CROP_SIZE,
+                joint_crops,
                 "square of 1.3x the median neighbouring-MCP distance around the joint, turned "
-                "so the finger points up (a right hand's flipped)"
+                "so the finger points up (a right hand's flipped)",
             ),
             output={
                 "name": "probabilities",
@@ -139,10 +151,7 @@ MODELS: dict[str, ModelSpec] = {
                 "loss": "cross-entropy + squared earth mover's distance (ordinal)",
             },
             labels=RATINGEN_CLASSES,
-            trainer=train_ratingen_score,
-            build_network=_build_ratingen_score_network,
-            export_network=_same,
-            aliases=("scorer",),
+            training=Training(train_ratingen_score, _build_ratingen_score_network),
         ),
     )
 }

@@ -37,10 +37,10 @@ def export_checkpoint(models_dir: Path, epoch: int, out_dir: Path) -> Path:
             f"(looked for {weights[missing[0]]}); the run that trained {models_dir} did not keep that epoch"
         )
     for name, spec in MODELS.items():
-        network = spec.build_network()
+        network = spec.training.build_network()
         network.load_weights(weights[name])
         card = read_card(models_dir / name)
         card.version = f"{card.version}-epoch{epoch:02d}"
         card.validation_metrics = {"note": f"weights after epoch {epoch} of the run that made {name}; not validated"}
-        save_artifact(spec.export_network(network), Path(out_dir) / name, card)
+        save_artifact(spec.training.export_network(network), Path(out_dir) / name, card)
     return Path(out_dir)

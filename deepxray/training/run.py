@@ -76,7 +76,7 @@ def train(plan: TrainingPlan, source: SyntheticSource | ManifestSource, cache: P
         start = time.perf_counter()
         print(f"== {target}", flush=True)
         kwargs = {"epochs": epochs[target]} if target in epochs else {}
-        model, metrics = spec.trainer(data, work / spec.name, plan.seed, **kwargs)
+        model, metrics = spec.training.train(data, work / spec.name, plan.seed, **kwargs)
         card = ModelCard(
             name=spec.name,
             version=MODEL_VERSION,
