@@ -39,12 +39,12 @@ from deepxray.imaging import (
     decode_image,
     finger_axis_angles,
     joint_crop_size,
-    joint_crops,
     letterbox,
     mirror_horizontal,
     mirror_points_horizontal,
     normalize_intensity,
 )
+from deepxray.imaging.model_inputs import NormalisedImage, joint_crops
 from deepxray.labels import JOINT_NAMES
 
 DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
@@ -671,7 +671,7 @@ def test_joint_crops_are_in_joint_name_order():
     for index, name in enumerate(JOINT_NAMES):
         x, y = centres[name]
         cv2.circle(image, (round(x), round(y)), 6, (index + 1) / 10, -1)
-    crops = joint_crops(image, centres, out_size=64)
+    crops = joint_crops(NormalisedImage(image), centres, JOINT_NAMES, out_size=64)
     assert crops.shape == (10, 64, 64) and crops.dtype == np.float32
     for index in range(10):
         assert crops[index, 31:33, 31:33].mean() == pytest.approx((index + 1) / 10, abs=0.01)

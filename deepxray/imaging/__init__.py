@@ -11,7 +11,6 @@ from deepxray.imaging.crop import (
     crop_joint,
     finger_axis_angles,
     joint_crop_size,
-    joint_crops,
 )
 from deepxray.imaging.decode import (
     DEFAULT_MAX_BYTES,
@@ -46,7 +45,6 @@ __all__ = [
     "decode_image",
     "finger_axis_angles",
     "joint_crop_size",
-    "joint_crops",
     "letterbox",
     "mirror_horizontal",
     "mirror_points_horizontal",

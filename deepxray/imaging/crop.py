@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import cv2
 import numpy as np
 
-from deepxray.labels import JOINT_NAMES, MCP_NEIGHBOURS
+from deepxray.labels import MCP_NEIGHBOURS
 
 # Crop side as a multiple of the median spacing of neighbouring MCP joints: wide enough for the whole joint
 # space, both bone ends and some soft tissue, narrow enough to keep the neighbouring fingers mostly out.
@@ -147,22 +147,3 @@ def crop_joint(
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0.0,
     )
-
-
-def joint_crops(image: np.ndarray, centers: Mapping[str, Point], out_size: int = 96) -> np.ndarray:
-    """Crops all ten joints, sized by the hand and oriented along their fingers.
-
-    Args:
-        image: 2-D image, normally normalised float32 at full resolution.
-        centers: Joint name to (x, y) image coordinates for all names in JOINT_NAMES.
-        out_size: Side of each crop in pixels.
-
-    Returns:
-        float32 array (10, out_size, out_size), in JOINT_NAMES order.
-    """
-    size_px = joint_crop_size(centers)
-    angles = finger_axis_angles(centers)
-    crops = np.empty((len(JOINT_NAMES), out_size, out_size), dtype=np.float32)
-    for index, name in enumerate(JOINT_NAMES):
-        crops[index] = crop_joint(image, centers[name], size_px, out_size=out_size, angle=angles[name])
-    return crops
