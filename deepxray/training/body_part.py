@@ -9,11 +9,12 @@ import numpy as np
 
 from deepxray.imaging.model_inputs import BODY_PART_VIEW
 from deepxray.labels import BODY_PARTS
+from deepxray.settings import default
 from deepxray.training.common import class_weights, dataset, fit
 from deepxray.training.data import TrainingSet, validation_mask
 
 # The service refuses an image unless the body-part model says "hand" with at least this probability.
-ACCEPT_THRESHOLD = 0.5
+ACCEPT_THRESHOLD = default("accept_probability")
 
 
 def _negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
