@@ -16,14 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
-
 from deepxray.phantoms.generate import GenerationSettings, generate_dataset
 from deepxray.phantoms.phantom import render_phantom
 
 
 def render_rate(n: int, seed: int = 100) -> tuple[float, float]:
     """Median seconds per full-size left hand (render only) and images/s, one core."""
+    import cv2  # after deepxray, which sets OpenCV's log level (deepxray/_quiet.py)
+
     cv2.setNumThreads(1)
     render_phantom(seed, 0, "left_hand")  # builds the texture tile and lookup tables once
     times = []

@@ -4,15 +4,15 @@
     uvicorn loadtests.monolith:create_monolith --factory --workers 2 --port 8100   # the same, by hand
 
 Each uvicorn worker process loads the three models in-process (`deepxray.models.runtime.local_models`) and
-serves the routes of the Ray ingress (`deepxray.deployments.ingress.create_app`: the same upload handling, the
-same `deepxray.pipeline.score_radiograph`, the same answers and error statuses), with models called in-process
-instead of through deployment handles. That makes the comparison with the served application fair: the only
-difference is Ray Serve (its proxy, the hops between deployments, its scheduling), not the code that scores.
-Importing the ingress module imports `ray.serve` for its decorator; no Ray runtime is started.
+serves the routes of the Ray ingress (`deepxray.api.routes.create_app` over a `deepxray.api.service.ScoringService`:
+the same upload handling, the same `deepxray.pipeline.score_radiograph`, the same answers and error statuses),
+with models called in-process instead of through deployment handles. That makes the comparison with the served
+application fair: the only difference is Ray Serve (its proxy, the hops between deployments, its scheduling), not
+the code that scores. Nothing here imports Ray.
 
 Threads: workers x threads = cores. `--workers` (default: the cores) sets each worker's TensorFlow and OpenCV
-threads to cores // workers (at least one). Arguments (models, thresholds, limits) are the service's
-`deepxray.app.AppArgs`, from `DEEPXRAY_<ARGUMENT>` variables as for the served application.
+threads to cores // workers (at least one). Settings (models, thresholds, limits) are the service's
+`deepxray.settings.Settings`, from `DEEPXRAY_<NAME>` variables as for the served application.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ READY_LINE = "monolith worker ready"
 
 
 class LocalBackend:
-    """The ingress's ModelBackend over models loaded in this process (loaded by `load`, at startup)."""
+    """The ingress's `deepxray.api.service.ModelBackend` over models loaded in this process (loaded by `load`, at startup)."""
 
     def __init__(self, models_dir: Path, threads: int):
         self.models_dir = Path(models_dir)
@@ -74,14 +74,15 @@ def worker_threads() -> int:
 
 def create_monolith():
     """The app of one worker (a uvicorn `--factory`): the ingress's routes over in-process models."""
-    from deepxray.app import AppArgs
-    from deepxray.deployments.ingress import ScoringService, create_app
-    from deepxray.models.artifacts import default_models_dir
+    from deepxray.api.routes import create_app
+    from deepxray.api.service import ScoringService
+    from deepxray.models.artifacts import shipped_models_dir
+    from deepxray.settings import Settings
 
-    args = AppArgs.model_validate({})  # DEEPXRAY_<ARGUMENT> variables, as the served application reads them
+    settings = Settings()  # DEEPXRAY_<NAME> variables, as the served application reads them
     threads = worker_threads()
-    backend = LocalBackend(Path(args.models_dir) if args.models_dir else default_models_dir(), threads)
-    app = create_app(ScoringService(backend, args.ingress_settings()))
+    backend = LocalBackend(Path(settings.models_dir) if settings.models_dir else shipped_models_dir(), threads)
+    app = create_app(ScoringService(backend, settings))
 
     @asynccontextmanager
     async def lifespan(_app):

@@ -22,7 +22,8 @@ ingress's admission limits (`max_scoring`, `max_waiting`): what decides whether 
 
 Then the monolith (`loadtests.monolith`, as many uvicorn workers as `--cpus`, one thread each) under the same
 runs, unless `--no-monolith`. Prints a Markdown table and our throughput and p95 as ratios to the monolith's;
-saves `scaling.png` (throughput and p95 by layout), `scaling.json` and every run's Locust output in `--out`.
+saves `scaling.png` (throughput and p95 by layout), `scaling.json`, every run's Locust output and the monolith's
+log in `--out`.
 
 The figures are this machine's: Locust, Ray and the service share its cores, so a run on a busy machine says
 little. Takes about 3 minutes per layout with the defaults, 1.5 more for `--spike`, 2.5 for the monolith.
@@ -34,10 +35,10 @@ import argparse
 import json
 import os
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from loadtests.harness import time_image
 from loadtests.pool import DEFAULT_POOL, ensure_pool, load_pool
 from loadtests.run import LoadRun, parse_duration, run_load
 from loadtests.service import Layout, children_cpu, cpu_by_role, monolith, ray_application
@@ -60,19 +61,10 @@ class Result:
 
 def time_per_image(url: str, data: bytes, repeats: int = 10, warmup: int = 2) -> list[float]:
     """Seconds for each of `repeats` uploads of the same image, one after another (the original's measure)."""
-    import httpx
-
-    times = []
-    with httpx.Client(base_url=url, timeout=120) as client:
-        for i in range(warmup + repeats):
-            start = time.perf_counter()
-            response = client.post("/score", files={"xray": ("hand.png", data, "image/png")})
-            elapsed = time.perf_counter() - start
-            if response.status_code != 200:
-                raise RuntimeError(f"the timing image was answered {response.status_code}: {response.text[:300]}")
-            if i >= warmup:
-                times.append(elapsed)
-    return times
+    timing = time_image(url, data, repeats, warmup)
+    if timing.outcome != "200":
+        raise RuntimeError(f"the timing image was answered {timing.outcome}")
+    return timing.times
 
 
 def measure(name: str, url: str, options: argparse.Namespace, out: Path, spike: bool) -> Result:
@@ -213,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         with ray_application(layout, options.cpus, args_overrides=options.app_args) as url:
             results.append(measure(layout.name, url, options, options.out, spike=options.spike and i == 0))
     if options.monolith:
-        with monolith(options.cpus, options.cpus, app_args=options.app_args) as url:
+        with monolith(options.cpus, options.cpus, app_args=options.app_args, log_dir=options.out / MONOLITH) as url:
             results.append(measure(MONOLITH, url, options, options.out, spike=False))
 
     table = markdown_table(results, options.cpus)

@@ -1,45 +1,23 @@
-"""Starting what the scaling benchmark measures, and always stopping it: the Ray Serve application in a given
-replica layout, and the monolith baseline under uvicorn. Also where each process's CPU time goes."""
+"""What the scaling benchmark measures, started through the shared harness (`loadtests.harness`) and always
+stopped: the Ray Serve application in a given replica layout, and the monolith baseline under uvicorn. Also where
+each process's CPU time goes."""
 
 from __future__ import annotations
 
 import contextlib
 import math
 import os
-import random
-import signal
-import socket
-import subprocess
 import sys
-import time
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadtests.harness import READY_TIMEOUT_S, free_port, profile, served_application, service_process, wait_until
+
 ROOT = Path(__file__).resolve().parents[1]
-APP = "deepxray"
 DEPLOYMENTS = ("Ingress", "BodyPart", "JointDetection", "RatingenScore")
-READY_TIMEOUT_S = 300
-
-
-def free_port() -> int:
-    """A free port in 20000-31999: above Ray's worker ports, below the ephemeral range Ray's processes bind."""
-    for port in random.Random().sample(range(20000, 32000), 200):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-31999")
-
-
-def shipped_config() -> tuple[dict, dict]:
-    """The `args` and the deployments (by name) of serve_config.yaml, the one-machine profile."""
-    import yaml
-
-    application = yaml.safe_load((ROOT / "serve_config.yaml").read_text(encoding="utf-8"))["applications"][0]
-    return dict(application["args"]), {d["name"]: d for d in application["deployments"]}
+__all__ = ["DEPLOYMENTS", "Layout", "monolith", "ray_application"]
 
 
 @dataclass(frozen=True)
@@ -77,92 +55,53 @@ class Layout:
         return profile
 
 
-def wait_ready(url: str, timeout_s: float = READY_TIMEOUT_S, process: subprocess.Popen | None = None) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the service exited with {process.returncode} before it was ready")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} was not ready within {timeout_s} s")
-
-
 @contextlib.contextmanager
 def ray_application(
     layout: Layout, cpus: int, args_overrides: dict | None = None, deployment_overrides: dict | None = None
 ) -> Iterator[str]:
-    """The application in `layout` on a Ray started here with `cpus` CPUs; Serve and Ray shut down after.
-    `deployment_overrides` (by deployment name) replace options of serve_config.yaml's, e.g. queue limits."""
-    import ray
-    from ray import serve
-
-    from deepxray.app import AppArgs, bind_graph
-
-    args, base = shipped_config()
-    app_args = AppArgs.model_validate({**args, **(args_overrides or {})})
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-    try:
-        port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(
-            bind_graph(app_args, layout.profile(base, cpus, deployment_overrides)),
-            name=APP,
-            route_prefix="/",
-            blocking=False,
-        )
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url)
+    """The application in `layout` on a Ray started here with `cpus` CPUs, on a free port; Serve and Ray shut
+    down after. `args_overrides` replace `args:` of serve_config.yaml, `deployment_overrides` (by deployment
+    name) its deployments' options, e.g. queue limits."""
+    settings, base = profile(overrides=args_overrides)
+    with served_application(settings, layout.profile(base, cpus, deployment_overrides), cpus=cpus) as url:
         yield url
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 @contextlib.contextmanager
-def monolith(workers: int, cores: int, app_args: dict | None = None) -> Iterator[str]:
-    """The monolith under uvicorn with `workers` processes, ready (every worker loaded its models); stopped after
-    by terminating its process group. Its arguments are serve_config.yaml's `args:` with `app_args` over them,
-    as the served application's, passed the way the app builder reads them (`DEEPXRAY_<NAME>`)."""
-    from deepxray.app import ENV_PREFIX
+def monolith(workers: int, cores: int, app_args: dict | None = None, log_dir: Path | None = None) -> Iterator[str]:
+    """The monolith under uvicorn with `workers` processes on a free port, ready (every worker loaded its models);
+    stopped after by terminating its process group. Its settings are serve_config.yaml's `args:` with `app_args`
+    over them, as the served application's, passed the way `Settings` reads them (`DEEPXRAY_<NAME>`). Its output
+    goes to `monolith-PORT.log` in `log_dir`, or in a temporary folder removed after."""
+    from deepxray.settings import ENV_PREFIX
     from loadtests.monolith import READY_LINE
 
-    args, _ = shipped_config()
-    env = {ENV_PREFIX + name.upper(): str(value) for name, value in {**args, **(app_args or {})}.items()}
-
+    settings, _ = profile(overrides=app_args)
+    env = {ENV_PREFIX + name.upper(): str(value) for name, value in settings.model_dump(exclude_unset=True).items()}
     port = free_port()
-    log_path = ROOT / "build" / f"monolith-{port}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "loadtests.monolith", "--workers", str(workers), "--cores", str(cores)]
     command += ["--port", str(port)]
     full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-    with open(log_path, "w", encoding="utf-8") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, process=process)
-        # /readyz answers as soon as one worker is up; the others take a few seconds more.
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while log_path.read_text(encoding="utf-8").count(READY_LINE) < workers:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"not every monolith worker started; see {log_path}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.ExitStack() as stack:
+        folder = Path(log_dir) if log_dir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        folder.mkdir(parents=True, exist_ok=True)
+        log_path = folder / f"monolith-{port}.log"
+
+        def log_tail() -> str:
+            return log_path.read_text(encoding="utf-8", errors="replace")[-2000:] if log_path.exists() else ""
+
+        def all_workers_ready() -> bool:
+            # /readyz answers as soon as one worker is up; the others take a few seconds more.
+            if process.poll() is not None:
+                raise RuntimeError(f"the monolith exited with {process.returncode}")
+            return log_path.read_text(encoding="utf-8", errors="replace").count(READY_LINE) >= workers
+
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            process = stack.enter_context(service_process(command, port, cwd=ROOT, env=full_env, log=log_path))
+            wait_until(all_workers_ready, READY_TIMEOUT_S, f"all {workers} monolith workers ready")
+        except (RuntimeError, TimeoutError) as error:
+            raise RuntimeError(f"{error}; the monolith's output:\n{log_tail()}") from error
+        yield f"http://127.0.0.1:{port}"
 
 
 # -------------------------------------------------------------------------------------------- where CPU goes

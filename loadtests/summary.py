@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from loadtests.checks import ANSWERED, OVERLOADED
+from loadtests.harness import percentile
 from loadtests.shapes import spike_phases
 
 SPIKE_DEADLINE_S = 2.0
@@ -60,14 +60,6 @@ class Summary:
     @property
     def failed(self) -> int:
         return sum(self.failures.values())
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (the value below which q % of the values lie); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def read_log(path: Path) -> tuple[dict, list[Request]]:

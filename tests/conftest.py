@@ -1,8 +1,14 @@
-"""Shared fixtures: phantom radiographs as upload bytes, and real bad files, for the serving tests."""
+"""Shared fixtures: the service harness (`loadtests.harness`: the serve profile, the application started on a
+free port, a port held by someone else), phantom radiographs as upload bytes and real bad files, and a temporary
+directory of the session's own for whatever libraries and subprocesses write there."""
 
 from __future__ import annotations
 
+import multiprocessing.util
+import os
+import socket
 import struct
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -10,6 +16,7 @@ import pytest
 
 from deepxray.phantoms.phantom import Phantom, render_phantom
 from deepxray.phantoms.writers import write_dicom, write_jpeg, write_png
+from loadtests import harness
 
 EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}
 
@@ -19,6 +26,64 @@ def pytest_configure(config):
     config.addinivalue_line("filterwarnings", "ignore::pydantic.warnings.PydanticDeprecatedSince20")
     # Starlette's TestClient nudging towards a fork of httpx that the project does not use.
     config.addinivalue_line("filterwarnings", "ignore:Using `httpx` with `starlette.testclient`")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_temp_dir(tmp_path_factory) -> Path:
+    """The temporary directory (TMPDIR) of this session and every process it starts: a folder under pytest's
+    basetemp, so what TensorFlow (autograph's generated modules, left behind by processes that end without
+    running their exit handlers: pool workers, Ray replicas), Ray's workers and the commands under test write
+    there goes when pytest removes the basetemp. Ray keeps its session folders where it would have anyway
+    (RAY_TMPDIR: socket paths must stay short)."""
+    folder = tmp_path_factory.mktemp("tmp", numbered=False)
+    # This process's own multiprocessing folder stays where it was: multiprocessing removes it at exit, after
+    # pytest removed the basetemp.
+    multiprocessing.util.get_temp_dir()
+    variables = harness.scratch_env(folder)
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    try:
+        yield folder
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        tempfile.tempdir = None
+
+
+@pytest.fixture(scope="session")
+def one_machine_profile():
+    """serve_config.yaml as `Settings` (its `args:`, the environment filling the rest) and its deployments."""
+    return harness.profile()
+
+
+@pytest.fixture(scope="module")
+def serve_app() -> str:
+    """The application as serve_config.yaml runs it (its deployments and `args:`, 2 CPUs) with the models under
+    test (DEEPXRAY_MODELS_DIR, else the shipped ones), on a free port of a Ray started for the test module; its
+    URL, once `/readyz` answers. Serve and Ray are shut down after the module."""
+    folder = harness.models_dir()
+    if not harness.models_present(folder):
+        pytest.skip(
+            f"no model artifacts in {folder}: train them (deepxray train) or point DEEPXRAY_MODELS_DIR at a "
+            "directory of artifacts"
+        )
+    settings, deployments = harness.profile(overrides={"models_dir": str(folder)})
+    with harness.served_application(settings, deployments, cpus=2) as url:
+        yield url
+
+
+@pytest.fixture()
+def held_port():
+    """A port another service holds: a listening socket with SO_REUSEPORT, as a Ray Serve proxy holds its port."""
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind((harness.HOST, harness.free_port()))
+        holder.listen()
+        yield holder.getsockname()[1]
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from loadtests.service import free_port
+from loadtests.harness import free_port
 
 RAY = str(Path(sys.executable).parent / "ray")
 OBJECT_STORE_BYTES = 200 * 2**20

@@ -38,16 +38,23 @@ import httpx
 import psutil
 import pytest
 import yaml
-from local_ray_cluster import LocalCluster, Node, free_port
+from local_ray_cluster import LocalCluster, Node
 
 from deepxray.labels import JOINT_NAMES, RESEARCH_NOTICE
-from deepxray.models.artifacts import CARD_FILE, MODEL_FILE, default_models_dir, read_card
-from deepxray.profiles import ProfileError, check_profiles, profile_problems, read_profile
+from deepxray.models.artifacts import read_card
+from deepxray.profiles import (
+    CLUSTER_PROFILE,
+    ONE_MACHINE_PROFILE,
+    ProfileError,
+    check_profiles,
+    profile_problems,
+    read_profile,
+)
+from loadtests.harness import free_port, models_dir, models_present, wait_ready
+from loadtests.harness import wait_until as wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
-ONE_MACHINE_PROFILE = ROOT / "serve_config.yaml"
-CLUSTER_PROFILE = ROOT / "serve_config.cluster.yaml"
 MANIFEST = ROOT / "deploy" / "kuberay" / "rayservice.yaml"
 README_SECTION = "## From one machine to a cluster"
 # The addresses in the README's commands: the dashboard through `ray dashboard cluster.yaml`, and the head's proxy.
@@ -201,7 +208,7 @@ def test_the_two_profiles_describe_the_same_application(tmp_path):
 
     for change, problem in [
         (lambda app: app["deployments"][1].update(name="BodyPartV2"), "not the application's"),
-        (lambda app: app["args"].update(stage_timeout=3), "not valid AppArgs"),
+        (lambda app: app["args"].update(stage_timeout=3), "not valid Settings"),
         (lambda app: app["args"].pop("retry_after_s"), "args"),
         (lambda app: app["deployments"][3]["user_config"].update(max_batch=4), "user_config keys"),
         (lambda app: app["deployments"][0]["autoscaling_config"].update(min_replicas=20), "options rejected"),
@@ -251,16 +258,10 @@ def test_kuberay_manifest_serves_the_cluster_profile():
 # ------------------------------------------------------------------------------- the cluster, on one machine
 
 
-def models_present() -> bool:
-    models = default_models_dir()
-    names = ("body_part", "joint_detection", "ratingen_score")
-    return all((models / n / CARD_FILE).is_file() and (models / n / MODEL_FILE).is_file() for n in names)
-
-
 def models_trained() -> bool:
     """As in tests/test_serving_integration.py: the cards say the models work on phantoms."""
-    body_part = read_card(default_models_dir() / "body_part").validation_metrics
-    detector = read_card(default_models_dir() / "joint_detection").validation_metrics
+    body_part = read_card(models_dir() / "body_part").validation_metrics
+    detector = read_card(models_dir() / "joint_detection").validation_metrics
     return body_part.get("accuracy", 0.0) >= 0.9 and detector.get("within_quarter_mcp_distance", 0.0) >= 0.9
 
 
@@ -317,24 +318,10 @@ class Deployed:
         return subprocess.run(words, env=self.env, capture_output=True, text=True, timeout=timeout)
 
 
-def wait_for(condition, timeout_s: float, what: str, period_s: float = 1.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            value = condition()
-            if value:
-                return value
-        except (httpx.HTTPError, OSError):
-            pass  # the dashboard or a proxy not up yet
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout_s} s")
-        time.sleep(period_s)
-
-
 @pytest.fixture(scope="module")
 def deployed():
     if not models_present():
-        pytest.skip(f"no model artifacts in {default_models_dir()}")
+        pytest.skip(f"no model artifacts in {models_dir()}")
     # A short root: Ray's socket paths under it must stay within the 107 bytes Linux allows.
     root = Path(tempfile.mkdtemp(prefix="dxc-", dir="/tmp"))
     token = secrets.token_hex(32)
@@ -365,8 +352,8 @@ def deployed():
 
         result = deployed.cli(readme_command("serve", "deploy"))
         assert result.returncode == 0, result.stderr[-3000:]
-        wait_for(lambda: deployed.healthy(deployed.details()), READY_TIMEOUT_S, "every deployment HEALTHY")
-        wait_for(lambda: httpx.get(f"{deployed.url}/readyz", timeout=10).status_code == 200, 60, "/readyz")
+        wait_for(lambda: deployed.healthy(deployed.details()), READY_TIMEOUT_S, "every deployment HEALTHY", 1.0)
+        wait_ready(deployed.url, 60)
         yield deployed
     finally:
         cluster.shutdown()
@@ -407,7 +394,7 @@ def test_replicas_are_spread_over_the_workers_and_score(deployed, radiographs, t
         (tmp_path / "hand").mkdir()
         (tmp_path / "hand" / "00000.png").write_bytes(image)
         words = readme_command("curl")
-        curl = deployed.cli([w.replace("@hand/", f"@{tmp_path}/hand/") for w in words])
+        curl = deployed.cli([w.replace("@build/hand/", f"@{tmp_path}/hand/") for w in words])
         assert curl.returncode == 0, curl.stderr
         answers.append(json.loads(curl.stdout))
     # Whichever replicas answered, on whichever node: the same scores, and with trained models the phantom's.

@@ -8,6 +8,10 @@ service whose every answer is wrong (each must count as a failure), against the 
 from __future__ import annotations
 
 import csv
+import json
+import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,11 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from deepxray.labels import JOINT_NAMES
+from deepxray.labels import JOINT_NAMES, RESEARCH_NOTICE
+from deepxray.models.registry import MODEL_NAMES
 from loadtests.checks import Expected, classify
+from loadtests.harness import PortTaken, claim_port, free_port, models_present, percentile, port_in_use
 from loadtests.pool import ensure_pool, load_pool, parse_groups
 from loadtests.run import LoadRun, parse_duration, run_load
-from loadtests.service import Layout, free_port, shipped_config
+from loadtests.service import Layout
 from loadtests.shapes import users_at
 from loadtests.summary import Request, summarise
 
@@ -28,12 +34,30 @@ LEFT = Expected("left_hand", "L")
 CHEST = Expected("chest", None)
 ROOT = Path(__file__).resolve().parents[1]
 LOAD_SECONDS = 6
-MODEL_NAMES = ("body_part", "joint_detection", "ratingen_score")
 
 
 def answer(scores=None, laterality="L") -> dict:
+    """A whole `/score` answer as the API gives it (`deepxray.api.schemas.ScoreAnswer`)."""
     scores = scores if scores is not None else {name: i % 6 for i, name in enumerate(JOINT_NAMES)}
-    return {"scores": scores, "total": sum(scores.values()), "laterality": laterality}
+    joint = {"probabilities": [1 / 6] * 6, "center": [100.0, 200.0], "box": [50.0, 150.0, 150.0, 250.0]}
+    return {
+        "scores": scores,
+        "total": sum(scores.values()),
+        "body_part": {"label": "left_hand" if laterality == "L" else "right_hand", "probability": 0.98},
+        "laterality": laterality,
+        "joints": {name: {**joint, "score": min(score, 5), "confidence": 0.9} for name, score in scores.items()},
+        "models": {name: f"{name}@1.0.0" for name in MODEL_NAMES},
+        "request_id": "req-1",
+        "notice": RESEARCH_NOTICE,
+    }
+
+
+def refusal(error: str = "not_a_hand") -> bytes:
+    """A 422 body as the API gives it (`deepxray.api.schemas.ErrorAnswer`)."""
+    body = {"error": error, "detail": "The image is not a hand radiograph.", "request_id": "req-2"}
+    if error == "not_a_hand":
+        body["body_part"] = {"label": "chest", "probability": 0.97}
+    return json.dumps(body).encode()
 
 
 # ------------------------------------------------------------------------------------------- answer checks
@@ -42,7 +66,7 @@ def answer(scores=None, laterality="L") -> dict:
 def test_a_right_score_and_a_right_refusal_are_answers():
     assert classify(200, answer(), LEFT)[0] == "ok"
     assert classify(200, answer(laterality="R"), Expected("right_hand", "R"))[0] == "ok"
-    assert classify(422, b'{"error": "not_a_hand", "detail": "chest"}', CHEST)[0] == "refused"
+    assert classify(422, refusal(), CHEST)[0] == "refused"
 
 
 @pytest.mark.parametrize(
@@ -54,8 +78,11 @@ def test_a_right_score_and_a_right_refusal_are_answers():
         (200, answer(laterality="R"), LEFT),  # the wrong hand
         (200, b"<html>not json</html>", LEFT),
         (200, answer(), CHEST),  # a chest scored
-        (422, b'{"error": "joints_not_found"}', LEFT),  # a hand refused
-        (422, b'{"error": "joints_not_found"}', CHEST),  # refused, but not as a non-hand
+        (422, refusal("joints_not_found"), LEFT),  # a hand refused
+        (422, refusal("joints_not_found"), CHEST),  # refused, but not as a non-hand
+        (200, {name: value for name, value in answer().items() if name != "joints"}, LEFT),  # not the API's answer
+        (200, {**answer(), "total": True}, LEFT),  # a bool for a number
+        (422, b'{"error": "not_a_hand", "detail": "chest"}', CHEST),  # not the API's error (no request_id)
     ],
 )
 def test_a_wrong_answer_is_a_wrong_answer(status, body, expected):
@@ -81,8 +108,8 @@ def test_shapes():
         users_at("wave", 0, 1, 10)
 
 
-def test_layouts_fit_the_cpus():
-    _, base = shipped_config()
+def test_layouts_fit_the_cpus(one_machine_profile):
+    _, base = one_machine_profile
     shipped = Layout.parse("1-1-1-1").profile(base, 2)
     assert all(shipped[name]["ray_actor_options"]["num_cpus"] == base[name]["ray_actor_options"]["num_cpus"]
                for name in base)  # fmt: skip
@@ -135,6 +162,83 @@ def test_the_drivers_do_not_import_locust():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- the harness: ports, timing
+
+
+def test_a_taken_port_is_refused_and_none_picks_a_free_one(held_port):
+    assert port_in_use(held_port)
+    with pytest.raises(PortTaken, match=f"port {held_port} on 127.0.0.1 is taken"):
+        claim_port(held_port)
+    picked = claim_port(None)
+    assert picked != held_port and not port_in_use(picked)
+    assert claim_port(picked) == picked
+
+
+def test_the_application_is_not_started_on_a_taken_port(held_port, one_machine_profile):
+    import ray
+
+    from loadtests.harness import served_application, service_process
+
+    settings, deployments = one_machine_profile
+    with pytest.raises(PortTaken), served_application(settings, deployments, port=held_port):
+        pass
+    assert not ray.is_initialized()  # refused before Ray started
+    with pytest.raises(PortTaken), service_process([sys.executable, "-c", "import time; time.sleep(60)"], held_port):
+        pass
+
+
+def test_a_port_shared_with_a_process_not_started_here_is_refused():
+    """Two Ray Serve proxies bind one port (SO_REUSEPORT) and share its connections: once our service is up,
+    another listener on its port means our figures would be partly someone else's."""
+    from loadtests.harness import refuse_shared_port
+
+    port = free_port()
+    code = (
+        "import os, socket, time\n"
+        "if os.fork():\n    os._exit(0)\n"  # the listener is no descendant of the test's process
+        "s = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)\n"
+        f"s.bind(('127.0.0.1', {port}))\ns.listen()\nprint(os.getpid(), flush=True)\ntime.sleep(60)\n"
+    )
+    starter = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    other = int(starter.stdout.readline())
+    starter.wait(timeout=30)
+    try:
+        with socket.socket() as ours:
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            ours.bind(("127.0.0.1", port))
+            ours.listen()
+            with pytest.raises(PortTaken, match=f"port {port} is also served by another process \\({other} "):
+                refuse_shared_port(port)
+        refuse_shared_port(free_port())  # nobody else there: no complaint
+    finally:
+        os.kill(other, signal.SIGKILL)
+
+
+def test_a_benchmark_refuses_a_taken_port_in_one_line(held_port):
+    """As when `serve run` holds 8000: the benchmark must not time that service as if it were its own."""
+    command = [sys.executable, "-m", "benchmarks.serve_latency", "--port", str(held_port), "--runs", "1"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"serve_latency: port {held_port} on 127.0.0.1 is taken by another service; stop it or choose another "
+        "port (without a port a free one is picked)"
+    ]
+
+
+def test_percentiles_are_nearest_rank_and_timing_keeps_the_first_failure():
+    values = [0.1 * i for i in range(20, 0, -1)]
+    ordered = sorted(values)
+    assert percentile(values, 50) == ordered[9] and percentile(values, 95) == ordered[18]
+    assert percentile(values, 100) == ordered[-1] and percentile(values, 0) == ordered[0]
+    assert percentile([], 50) is None and percentile([3.0], 99) == 3.0
+    from loadtests.harness import time_calls
+
+    answers = iter(["404 not_found", "200", "503 overloaded", "200", "504 stage_timeout"])
+    timing = time_calls(lambda: next(answers), runs=4, warmup=1)
+    assert len(timing.times) == 4 and timing.outcome == "404 not_found"
+    assert timing.p50 == percentile(timing.times, 50) and min(timing.times) <= timing.mean <= max(timing.times)
 
 
 # ------------------------------------------------------------------------------------------------ summary
@@ -249,12 +353,6 @@ def test_every_wrong_answer_is_a_locust_failure(wrong_service, pool, tmp_path):
     assert (tmp_path / "locust.html").stat().st_size > 0
 
 
-def models_present() -> bool:
-    from deepxray.models.artifacts import default_models_dir
-
-    return all((default_models_dir() / name / "model.keras").is_file() for name in MODEL_NAMES)
-
-
 def assert_clean_run(summary, pool) -> None:
     assert summary.failures == {}, summary.failures
     assert summary.kinds.get("ok", 0) >= 1 and summary.kinds.get("refused", 0) >= 1, summary.kinds
@@ -266,7 +364,7 @@ def assert_clean_run(summary, pool) -> None:
 def test_smoke_load_against_the_served_application(pool, tmp_path):
     """A few seconds of Locust at low load against the one-machine profile: no failures of any kind."""
     if not models_present():
-        pytest.skip("no model artifacts: train them (deepxray train) or set DEEPXRAY_MODELS")
+        pytest.skip("no model artifacts: train them (deepxray train) or set DEEPXRAY_MODELS_DIR")
     from loadtests.service import ray_application
 
     with ray_application(Layout.parse("1-1-1-1"), cpus=2) as url:
@@ -278,7 +376,7 @@ def test_smoke_load_against_the_served_application(pool, tmp_path):
 @pytest.mark.slow
 def test_smoke_load_against_the_monolith(pool, tmp_path):
     if not models_present():
-        pytest.skip("no model artifacts: train them (deepxray train) or set DEEPXRAY_MODELS")
+        pytest.skip("no model artifacts: train them (deepxray train) or set DEEPXRAY_MODELS_DIR")
     from loadtests.service import monolith
 
     with monolith(workers=1, cores=1) as url:

@@ -1,18 +1,21 @@
-"""Every command in the README is one that CI or this file runs."""
+"""Every command in the README is one that CI or this file runs, from a clean copy of the checkout."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from loadtests.harness import service_process
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -48,63 +51,62 @@ def test_the_readme_test_command_is_the_one_ci_runs():
     assert test_command in ci_lines
 
 
-def wait_ready(url: str, server: subprocess.Popen, timeout_s: float = 300) -> None:
-    import httpx
+def clean_copy(folder: Path) -> Path:
+    """The checkout as a fresh clone would have it, with the working tree's changes: every file git tracks or
+    would track (nothing it ignores, such as build/ or models/_training/ beyond what is committed), copied."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True)  # fmt: skip
+    if listed.returncode != 0:
+        pytest.skip(f"not a git checkout: {listed.stderr.strip()}")
+    for name in sorted(set(filter(None, listed.stdout.split("\0")))):
+        source, target = ROOT / name, folder / name
+        if source.is_file():  # not one deleted in the working tree
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target, follow_symlinks=False)
+    return folder
 
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "serve run exited before the service was ready"
-        try:
-            if httpx.get(url, timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    raise AssertionError(f"{url} not ready after {timeout_s} s")
+
+def files_under(folder: Path) -> set[str]:
+    return {
+        str(path.relative_to(folder))
+        for path in folder.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
 
 
 @pytest.mark.slow
 @pytest.mark.serve
 def test_readme_commands_run_in_order(tmp_path):
-    """As a newcomer would: one working directory, the commands in the README's order.
+    """As a newcomer would on a fresh clone: the commands in the README's order, in a clean copy of the checkout
+    (its code, its shipped models and checkpoints; nothing git ignores).
 
-    `serve run` keeps running (in the background here) while the later commands, `curl` among them, talk to it.
-    `models` in the working directory is the shipped model set, except for the training command, which writes its
-    own; the quick start's install step is what this environment already did.
+    `serve run` keeps running (in the background here, on the README's port 8000, refused when another service
+    holds it) while the later commands, `curl` among them, talk to it. The training commands write under
+    `build/` like every other, so the shipped models stay what the service and the other commands use; the quick
+    start's install step is what this environment already did.
     """
-    (tmp_path / "models").symlink_to(ROOT / "models")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    checkout = clean_copy(tmp_path / "checkout")
+    shipped = files_under(checkout)
+    env = {name: value for name, value in os.environ.items() if not name.startswith("DEEPXRAY_")}
+    env["PYTHONPATH"] = str(checkout)
     commands = [readme_commands()[0].split(" && ", 1)[1]] + readme_commands()[2:]
-    server = None
-    try:
+    with contextlib.ExitStack() as running:
         for command in commands:
             words = runnable(command)
             if words[0].endswith("serve") and words[1] == "run":
-                server = subprocess.Popen(words, cwd=ROOT, env=env, start_new_session=True)
-                wait_ready("http://127.0.0.1:8000/readyz", server)
+                # serve run shuts its application and Ray down on Ctrl-C
+                running.enter_context(service_process(words, 8000, cwd=checkout, env=env, stop_signal=signal.SIGINT))
                 continue
-            cwd = tmp_path
-            if "train" in words or "checkpoint" in words:
-                # Training writes its own `models` (with `_training/` checkpoints) beside the shipped ones.
-                cwd = tmp_path / "training"
-                cwd.mkdir(exist_ok=True)
-            result = subprocess.run(words, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+            result = subprocess.run(words, cwd=checkout, env=env, capture_output=True, text=True, timeout=600)
             assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
-            if "checkpoint" in words:  # the exported set, for the later commands run in the main folder
-                out = words[words.index("--out") + 1]
-                (tmp_path / out).symlink_to(cwd / out)
             if words[0] == "curl":
                 answer = json.loads(result.stdout)
                 assert set(answer["scores"]) == {"mcp1", "mcp2", "mcp3", "mcp4", "mcp5", "pip1", "pip2", "pip3",
                                                  "pip4", "pip5"}  # fmt: skip
                 assert "research use only" in answer["notice"]
-    finally:
-        if server is not None:
-            os.killpg(server.pid, signal.SIGINT)  # serve run shuts its application and Ray down on Ctrl-C
-            try:
-                server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-    assert (tmp_path / "report" / "report.md").is_file()
-    assert "B − A" in (tmp_path / "comparison" / "report.md").read_text(encoding="utf-8")
-    assert (tmp_path / "training" / "models" / "ratingen_score" / "model_card.json").is_file()
+    assert (checkout / "build" / "report" / "report.md").is_file()
+    assert "B − A" in (checkout / "build" / "comparison" / "report.md").read_text(encoding="utf-8")
+    assert (checkout / "build" / "models" / "ratingen_score" / "model_card.json").is_file()
+    assert (checkout / "build" / "models-small-epoch1" / "ratingen_score" / "model_card.json").is_file()
+    written = {name for name in files_under(checkout) - shipped if not name.startswith("build/")}
+    assert not written, f"README commands wrote outside build/: {sorted(written)[:10]}"

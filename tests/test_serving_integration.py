@@ -1,13 +1,13 @@
 """The real application on Ray Serve, over HTTP: formats, a right hand, every error status, health, batching.
 
-One Ray instance (2 CPUs, the one-machine profile of `serve_config.yaml` with its `args`) serves the shipped
-models for the whole module; Serve and Ray are always shut down afterwards. Two small extra applications share
+One Ray instance (2 CPUs, the one-machine profile of `serve_config.yaml` with its `args`; the `serve_app`
+fixture of tests/conftest.py) serves the shipped models for the whole module; Serve and Ray are always shut down afterwards. Two small extra applications share
 its model deployments: `/tight` (a 1 MiB upload limit and a 1 ms stage timeout: 413 and 504) and
 `/overload` (an ingress that takes one request at a time and queues one: 503 with Retry-After).
 
 The models' accuracy is not under test here. With trained models (cards: body-part validation accuracy and the
 detector's share of joints found within a quarter MCP distance both at least 0.9) a hand phantom must be scored
-and a chest refused; with barely trained stand-ins (DEEPXRAY_MODELS pointing at a quick training run) a refusal
+and a chest refused; with barely trained stand-ins (DEEPXRAY_MODELS_DIR pointing at a quick training run) a refusal
 (422) of a hand, or a score for a chest, is accepted as long as the answer keeps the contract.
 """
 
@@ -16,32 +16,22 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
-from deepxray.app import AppArgs, bind_graph
-from deepxray.deployments.common import IngressSettings
-from deepxray.deployments.ingress import MODEL_NAMES, Ingress
+from deepxray.deployments.ingress import Ingress
 from deepxray.labels import JOINT_NAMES, RESEARCH_NOTICE
-from deepxray.models.artifacts import CARD_FILE, MODEL_FILE, default_models_dir, read_card
-from loadtests.service import free_port
+from deepxray.models.artifacts import read_card
+from deepxray.models.registry import MODEL_NAMES
+from deepxray.settings import Settings
+from loadtests.harness import APP, models_dir, wait_ready
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
-MODELS = default_models_dir()
+MODELS = models_dir()
 DEPLOYMENTS = {"body_part": "BodyPart", "joint_detection": "JointDetection", "ratingen_score": "RatingenScore"}
-APP = "deepxray"
-READY_TIMEOUT_S = 300
-
-
-def models_present() -> bool:
-    return all((MODELS / name / CARD_FILE).is_file() and (MODELS / name / MODEL_FILE).is_file() for name in MODEL_NAMES)
 
 
 def models_trained() -> bool:
@@ -49,20 +39,6 @@ def models_trained() -> bool:
     body_part = read_card(MODELS / "body_part").validation_metrics
     detector = read_card(MODELS / "joint_detection").validation_metrics
     return body_part.get("accuracy", 0.0) >= 0.9 and detector.get("within_quarter_mcp_distance", 0.0) >= 0.9
-
-
-def wait_until_ready(client: httpx.Client, path: str, timeout_s: float) -> httpx.Response:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            response = client.get(path, timeout=10)
-            if response.status_code == 200:
-                return response
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} not ready within {timeout_s} s")
-        time.sleep(0.5)
 
 
 @dataclass
@@ -89,42 +65,20 @@ def model_pids() -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def served():
-    if not models_present():
-        pytest.skip(
-            f"no model artifacts in {MODELS}: the shipped demo models (models/) are not there yet; "
-            "train them (deepxray train) or point DEEPXRAY_MODELS at a directory of artifacts"
-        )
-    import ray
-    from ray import serve
-
-    client = None
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        application = yaml.safe_load((ROOT / "serve_config.yaml").read_text(encoding="utf-8"))["applications"][0]
-        args = AppArgs.model_validate({**application["args"], "models_dir": str(MODELS)})
-        profile = {deployment["name"]: deployment for deployment in application["deployments"]}
-        serve.run(bind_graph(args, profile), name=APP, route_prefix="/", blocking=False)
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
-        wait_until_ready(client, "/readyz", READY_TIMEOUT_S)
-        yield Served(client, f"http://127.0.0.1:{port}", models_trained(), model_pids())
-    finally:
-        if client is not None:
-            client.close()
-        serve.shutdown()
-        ray.shutdown()
+def served(serve_app):
+    """The `serve_app` fixture's application with a client, what the cards say, and the model replicas' pids."""
+    with httpx.Client(base_url=serve_app, timeout=120) as client:
+        yield Served(client, serve_app, models_trained(), model_pids())
 
 
-def extra_ingress(served: Served, name: str, settings: IngressSettings, **options) -> str:
+def extra_ingress(served: Served, name: str, settings: Settings, **options) -> str:
     """Another small application on the same model deployments (an ingress only); returns its route."""
     from ray import serve
 
     handles = [serve.get_deployment_handle(deployment, app_name=APP) for deployment in DEPLOYMENTS.values()]
     ingress = Ingress.options(name=f"{name.capitalize()}Ingress", ray_actor_options={"num_cpus": 0.1}, **options)
     serve.run(ingress.bind(*handles, settings), name=name, route_prefix=f"/{name}", blocking=False)
-    wait_until_ready(served.client, f"/{name}/readyz", 120)
+    wait_ready(f"{served.url}/{name}", 120)
     return f"/{name}"
 
 
@@ -133,7 +87,7 @@ def tight(served):
     """A 1 MiB upload limit and a 1 ms stage timeout."""
     from ray import serve
 
-    yield extra_ingress(served, "tight", IngressSettings(max_upload_bytes=2**20, stage_timeout_s=0.001))
+    yield extra_ingress(served, "tight", Settings(max_upload_bytes=2**20, stage_timeout_s=0.001))
     serve.delete("tight")
 
 
@@ -142,7 +96,7 @@ def overload(served):
     """One image scored at a time, one waiting: the ingress turns the rest away."""
     from ray import serve
 
-    yield extra_ingress(served, "overload", IngressSettings(max_scoring=1, max_waiting=1, retry_after_s=2))
+    yield extra_ingress(served, "overload", Settings(max_scoring=1, max_waiting=1, retry_after_s=2))
     serve.delete("overload")
 
 

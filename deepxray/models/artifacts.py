@@ -37,10 +37,6 @@ def shipped_models_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "models"
 
 
-# The older name, kept for the callers outside the model package (deployments, load tests, benchmarks, tests).
-default_models_dir = shipped_models_dir
-
-
 @dataclass
 class ModelCard:
     name: str
