@@ -17,6 +17,8 @@ def _phantoms_generate(args: argparse.Namespace) -> int:
         shape=(args.height, args.width),
         photometric=args.photometric,
         dicom_compression=args.dicom_compression,
+        presentation_lut=args.presentation_lut.upper() if args.presentation_lut else None,
+        dicom_preamble=args.dicom_preamble if args.dicom_preamble != "none" else None,
     )
     manifest = generate_dataset(args.out, args.n, args.body_parts, settings, workers=args.workers)
     print(f"wrote {args.n} images and {manifest}")
@@ -104,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--height", type=int, default=DEFAULT_SHAPE[0], help="radiograph height in pixels")
     gen.add_argument("--photometric", choices=PHOTOMETRICS, default="MONOCHROME2", help="DICOM only")
     gen.add_argument("--dicom-compression", choices=DICOM_COMPRESSIONS, default="none", help="DICOM only")
+    gen.add_argument("--presentation-lut", choices=("identity", "inverse"), default=None,
+                     help="DICOM only: write Presentation LUT Shape (default: none written)")  # fmt: skip
+    gen.add_argument("--dicom-preamble", choices=("none", "tiff"), default="none",
+                     help="DICOM only: 'tiff' writes dual-personality DICOM/TIFF files (uncompressed)")  # fmt: skip
     gen.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     gen.set_defaults(func=_phantoms_generate)
 

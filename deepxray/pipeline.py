@@ -16,7 +16,10 @@ import numpy as np
 
 from deepxray.api.errors import ApiError
 from deepxray.api.schemas import ScoreAnswer
+from deepxray.evidence import header_warnings, refused_modality
+from deepxray.hand_layout import layout_problems
 from deepxray.imaging import decode_image
+from deepxray.imaging.decoded import DicomFacts
 from deepxray.imaging.model_inputs import (
     NormalisedImage,
     body_part_view,
@@ -38,6 +41,14 @@ class NotAHandError(ScoringError, code="not_a_hand"):
 
 class JointsNotFoundError(ScoringError, code="joints_not_found"):
     """The joint detector is not confident of every joint."""
+
+
+class ImplausibleHandError(ScoringError, code="implausible_joints"):
+    """The ten joints found do not form a hand (`deepxray.hand_layout`)."""
+
+
+class NotARadiographError(ScoringError, code="not_radiograph_modality"):
+    """The DICOM header's Modality is no projection radiograph."""
 
 
 @dataclass(frozen=True)
@@ -72,10 +83,17 @@ class Timings:
         return self.decode + self.body_part + self.detect + self.crop + self.score
 
 
-def _prepare(data: bytes, settings: Settings) -> tuple[NormalisedImage, np.ndarray]:
+def _prepare(data: bytes, settings: Settings) -> tuple[NormalisedImage, np.ndarray, DicomFacts | None]:
     decoded = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+    modality = refused_modality(decoded.dicom)
+    if modality is not None:  # before any model runs, and before the pixels are normalised
+        raise NotARadiographError(
+            f"The DICOM header gives the modality {modality}, not a projection radiograph; only hand radiographs "
+            "are scored.",
+            modality=modality,
+        )
     image = NormalisedImage.from_pixels(decoded.pixels)
-    return image, body_part_view(image)
+    return image, body_part_view(image), decoded.dicom
 
 
 def interpret_body_part(probabilities: np.ndarray, settings: Settings) -> BodyPartResult:
@@ -116,7 +134,7 @@ async def score_radiograph(
     settings = settings if settings is not None else Settings()
     timings = timings if timings is not None else Timings()
     start = time.perf_counter()
-    image, view = await asyncio.to_thread(_prepare, data, settings)
+    image, view, header = await asyncio.to_thread(_prepare, data, settings)
     timings.decode = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -138,6 +156,13 @@ async def score_radiograph(
             joints_not_found=missing,
             body_part={"label": body.label, "probability": round(body.probability, 4)},
         )
+    problems = layout_problems(dict(zip(JOINT_NAMES, keypoints[:, :2], strict=True)))
+    if problems:
+        raise ImplausibleHandError(
+            f"The joints found do not form a hand ({'; '.join(problems)}), so the image is not scored.",
+            layout_problems=problems,
+            body_part={"label": body.label, "probability": round(body.probability, 4)},
+        )
     centers_xy = hand_view.to_image(keypoints[:, :2])
     centers = {name: (float(x), float(y)) for name, (x, y) in zip(JOINT_NAMES, centers_xy, strict=True)}
 
@@ -149,11 +174,13 @@ async def score_radiograph(
     # All ten crops go out at once: the scorer batches them (and crops of other requests) into one pass.
     probabilities = await asyncio.gather(*(models.score(crop) for crop in crops))
     timings.score = time.perf_counter() - start
-    return assemble_answer(body, centers, confidence, probabilities, models.versions, request_id)
+    laterality = "R" if mirrored else "L"
+    hand = assemble_hand(laterality, centers, confidence, probabilities)
+    return assemble_answer(body, [hand], header_warnings(header, laterality), models.versions, request_id)
 
 
-def assemble_answer(body, centers, confidence, probabilities, versions, request_id) -> dict:
-    """The `/score` answer, built as `ScoreAnswer` (so it is what the OpenAPI schema says), as a dict."""
+def assemble_hand(laterality: str, centers, confidence, probabilities) -> dict:
+    """One hand of the answer: its scores, joints, where it is on the film and how sure the detector was."""
     boxes = crop_boxes(centers)
     joints, scores = {}, {}
     for i, name in enumerate(JOINT_NAMES):
@@ -166,12 +193,31 @@ def assemble_answer(body, centers, confidence, probabilities, versions, request_
             "box": [round(c, 1) for c in boxes[name]],
             "confidence": round(float(confidence[i]), 4),
         }
+    corners = np.array(list(boxes.values()))
+    return {
+        "laterality": laterality,
+        "scores": scores,
+        "total": sum(scores.values()),
+        "joints": joints,
+        "box": [round(float(v), 1) for v in (*corners[:, :2].min(0), *corners[:, 2:].max(0))],
+        "confidence": round(float(np.min(confidence)), 4),
+    }
+
+
+def assemble_answer(body, hands: list[dict], warnings: list[str], versions, request_id) -> dict:
+    """The `/score` answer, built as `ScoreAnswer` (so it is what the OpenAPI schema says), as a dict. The
+    top-level scores are the left hand's when the film shows one, else the only hand's."""
+    hands = sorted(hands, key=lambda hand: hand["laterality"] != "L")
+    first = hands[0]
     answer = ScoreAnswer(
-        scores=scores,
-        total=sum(scores.values()),
+        scores=first["scores"],
+        total=first["total"],
         body_part={"label": body.label, "probability": round(body.probability, 4)},
-        laterality="R" if body.label == "right_hand" else "L",
-        joints=joints,
+        laterality=first["laterality"],
+        joints=first["joints"],
+        hands=hands,
+        orientation={"rotated_deg": 0},
+        warnings=warnings,
         models=dict(versions),
         request_id=request_id,
         notice=RESEARCH_NOTICE,

@@ -28,9 +28,12 @@ from pydicom.uid import (
 
 from deepxray.imaging import (
     JOINT_CROP_FACTOR,
+    NON_RADIOGRAPH_MODALITIES,
+    PROJECTION_MODALITIES,
     SUPPORTED_FORMATS,
     CorruptImageError,
     DecodedImage,
+    DicomFacts,
     EmptyImageError,
     ImageTooLargeError,
     ImagingError,
@@ -42,6 +45,7 @@ from deepxray.imaging import (
     letterbox,
     mirror_horizontal,
     mirror_points_horizontal,
+    non_radiograph_modality,
     normalize_intensity,
 )
 from deepxray.imaging.model_inputs import NormalisedImage, joint_crops
@@ -102,6 +106,15 @@ def dicom_bytes(
     else:
         del dataset.file_meta
         pydicom.dcmwrite(buffer, dataset, implicit_vr=True, little_endian=True)
+    return buffer.getvalue()
+
+
+def without_modality(data: bytes) -> bytes:
+    """The DICOM file with its Modality removed, as old files and some secondary captures come."""
+    dataset = pydicom.dcmread(io.BytesIO(data))
+    del dataset.Modality
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
 
 
@@ -315,14 +328,17 @@ def test_patient_tags_are_neither_returned_nor_warned_nor_logged(caplog):
         with pytest.raises(CorruptImageError) as error:
             decode_image(data[: len(data) - 500])
     text = " ".join(
-        [repr(decoded.format), repr(decoded.pixel_spacing_mm), repr(decoded.bits), str(error.value)]
+        [repr(decoded.format), repr(decoded.pixel_spacing_mm), repr(decoded.bits), repr(decoded.dicom)]
+        + [str(error.value)]
         + [str(warning.message) for warning in caught]
         + [record.getMessage() for record in caplog.records]
     )
     assert PATIENT_NAME.split("^")[0] not in text
     assert PATIENT_ID not in text
     assert "not a date" not in text
-    assert set(vars(decoded)) == {"pixels", "format", "was_color", "pixel_spacing_mm", "bits"}
+    assert set(vars(decoded)) == {"pixels", "format", "was_color", "pixel_spacing_mm", "bits", "dicom"}
+    # The header facts are what the image shows, never whom.
+    assert set(vars(decoded.dicom)) == {"modality", "body_part_examined", "laterality"}
 
 
 def test_dicom_without_an_image_is_an_unsupported_format():
@@ -337,6 +353,129 @@ def test_dicom_without_an_image_is_an_unsupported_format():
     dataset.save_as(buffer, enforce_file_format=True)
     with pytest.raises(UnsupportedFormatError, match="no image"):
         decode_image(buffer.getvalue())
+
+
+def tiff_header(size: int = 128) -> bytes:
+    """The first `size` bytes of a small TIFF written by Pillow: a valid TIFF header, as dual-personality
+    DICOM files carry in their preamble."""
+    buffer = io.BytesIO()
+    Image.fromarray(anatomy(8, 8)).save(buffer, format="TIFF")
+    return buffer.getvalue()[:size].ljust(size, b"\0")
+
+
+PREAMBLES = {
+    "tiff": tiff_header(),
+    "png-magic": b"\x89PNG\r\n\x1a\n".ljust(128, b"\0"),
+    "jpeg-magic": b"\xff\xd8\xff\xe0".ljust(128, b"\x55"),
+    "random": np.random.default_rng(3).integers(0, 256, 128, dtype=np.uint8).tobytes(),
+}
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+@pytest.mark.parametrize("preamble", list(PREAMBLES), ids=list(PREAMBLES))
+def test_dicom_with_anything_in_its_preamble_decodes_as_dicom(preamble, photometric):
+    """A dual-personality file (a TIFF header in the 128-byte preamble, "DICM" at 128) is DICOM: read as a TIFF
+    it would lose the MONOCHROME1 inversion and the spacing, or be refused."""
+    bone_bright = anatomy()
+    stored = bone_bright if photometric == "MONOCHROME2" else 4095 - bone_bright
+    plain = dicom_bytes(stored, photometric, PixelSpacing=[0.1, 0.12])
+    dual = PREAMBLES[preamble] + plain[128:]
+    assert plain[:128] == bytes(128) and dual[128:132] == b"DICM"
+    if preamble == "tiff":
+        assert dual.startswith((b"II*\0", b"MM\0*"))
+    decoded, reference = decode_image(dual), decode_image(plain)
+    assert decoded.format == reference.format == "dicom"
+    assert np.array_equal(decoded.pixels, reference.pixels)
+    assert np.array_equal(decoded.pixels, bone_bright)
+    assert decoded.pixel_spacing_mm == reference.pixel_spacing_mm == pytest.approx((0.1, 0.12))
+    assert decoded.bits == 12
+    assert decoded.dicom == reference.dicom == DicomFacts(modality="DX")
+
+
+# Presentation LUT Shape against Photometric Interpretation, and whether a reader following the standard shows
+# the lowest stored value white (PS3.3 C.7.6.1, C.8.11.3, C.11.6.1.2; see `_minimum_shows_white`).
+POLARITIES = [
+    ("MONOCHROME2", None, False),
+    ("MONOCHROME1", None, True),
+    ("MONOCHROME2", "IDENTITY", False),  # the conforming pair for MONOCHROME2
+    ("MONOCHROME1", "INVERSE", True),  # the conforming pair for MONOCHROME1: one inversion, not two
+    ("MONOCHROME2", "INVERSE", True),  # contradictory: the shape, the later pipeline stage, decides
+    ("MONOCHROME1", "IDENTITY", False),  # contradictory: likewise
+    ("MONOCHROME1", "LIN OD", True),  # a print-only shape: ignored
+]
+
+
+@pytest.mark.parametrize(("photometric", "shape", "minimum_white"), POLARITIES)
+def test_presentation_lut_shape_and_photometric_give_bone_bright(photometric, shape, minimum_white):
+    bone_bright = anatomy()
+    stored = 4095 - bone_bright if minimum_white else bone_bright
+    tags = {"PresentationLUTShape": shape} if shape else {}
+    decoded = decode_image(dicom_bytes(stored, photometric, **tags))
+    assert np.array_equal(decoded.pixels, bone_bright)
+    assert decoded.pixels[24, 20] > decoded.pixels[0, 0]  # bone (the middle) brighter than the edge
+
+
+def test_presentation_lut_shape_inverse_applies_after_the_rescale():
+    stored = 4095 - anatomy()
+    decoded = decode_image(dicom_bytes(stored, PresentationLUTShape="INVERSE", RescaleSlope=0.5, RescaleIntercept=7))
+    np.testing.assert_allclose(normalize_intensity(decoded.pixels), normalize_intensity(anatomy()), atol=1e-5)
+
+
+def test_presentation_lut_shape_written_in_lower_case_is_honoured():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns when writing an invalid code string
+        data = dicom_bytes(4095 - anatomy(), PresentationLUTShape="inverse ")
+    assert np.array_equal(decode_image(data).pixels, anatomy())
+
+
+# --- DICOM header facts -----------------------------------------------------------------------------------
+
+
+def test_dicom_header_facts_are_read_and_normalised():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lower case is invalid in a code string; archives hold it anyway
+        data = dicom_bytes(anatomy(), Modality="cr ", BodyPartExamined=" hand", ImageLaterality="r")
+    assert decode_image(data).dicom == DicomFacts(modality="CR", body_part_examined="HAND", laterality="R")
+    assert decode_image(without_modality(dicom_bytes(anatomy()))).dicom == DicomFacts()
+
+
+@pytest.mark.parametrize(
+    ("tags", "laterality"),
+    [
+        ({"ImageLaterality": "L"}, "L"),
+        ({"Laterality": "R"}, "R"),  # the series' laterality when the image has none
+        ({"ImageLaterality": "L", "Laterality": "R"}, "L"),  # the image's own wins
+        ({"ImageLaterality": "B", "Laterality": "L"}, None),  # both hands on one image: neither side
+        ({"ImageLaterality": "U"}, None),  # unpaired
+        ({}, None),
+    ],
+)
+def test_laterality_comes_from_image_laterality_then_laterality(tags, laterality):
+    assert decode_image(dicom_bytes(anatomy(), **tags)).dicom.laterality == laterality
+
+
+def test_header_facts_are_read_without_a_preamble_and_absent_for_rasters():
+    data = dicom_bytes(anatomy(), preamble=False, Modality="MR", BodyPartExamined="HAND")
+    assert decode_image(data).dicom == DicomFacts(modality="MR", body_part_examined="HAND")
+    assert decode_image(encode(anatomy(), ".png")).dicom is None
+
+
+@pytest.mark.parametrize("modality", ["CT", "MR", "US", "NM", "PT", "SR", "ES", "XC", "DX", "CR", "RG", "OT", None])
+def test_a_cross_sectional_or_non_x_ray_modality_rules_out_a_radiograph(modality):
+    data = dicom_bytes(anatomy(), Modality=modality) if modality else without_modality(dicom_bytes(anatomy()))
+    expected = modality if modality in ("CT", "MR", "US", "NM", "PT", "SR", "ES") else None
+    assert non_radiograph_modality(decode_image(data).dicom) == expected
+
+
+def test_modality_sets():
+    # Projection X-ray codes, "other" and missing modalities are never reason to refuse an image.
+    assert {"CR", "DX", "RG", "OT"} <= PROJECTION_MODALITIES
+    assert not PROJECTION_MODALITIES & NON_RADIOGRAPH_MODALITIES
+    for code in (*PROJECTION_MODALITIES, "IO", "PX", "BMD", "RTIMAGE", "XC", "HC", "XR", "DR", "PA", None):
+        assert non_radiograph_modality(DicomFacts(modality=code)) is None, code
+    for code in ("CT", "MR", "NM", "PT", "US", "OCT", "SM", "ECG", "SR", "SEG", "RTDOSE", "DOC"):
+        assert non_radiograph_modality(DicomFacts(modality=code)) == code
+    assert non_radiograph_modality(None) is None
 
 
 # --- bad input ------------------------------------------------------------------------------------------

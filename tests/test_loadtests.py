@@ -40,12 +40,17 @@ def answer(scores=None, laterality="L") -> dict:
     """A whole `/score` answer as the API gives it (`deepxray.api.schemas.ScoreAnswer`)."""
     scores = scores if scores is not None else {name: i % 6 for i, name in enumerate(JOINT_NAMES)}
     joint = {"probabilities": [1 / 6] * 6, "center": [100.0, 200.0], "box": [50.0, 150.0, 150.0, 250.0]}
+    joints = {name: {**joint, "score": min(score, 5), "confidence": 0.9} for name, score in scores.items()}
+    hand = {"laterality": laterality, "scores": scores, "total": sum(scores.values()), "joints": joints}
     return {
         "scores": scores,
         "total": sum(scores.values()),
         "body_part": {"label": "left_hand" if laterality == "L" else "right_hand", "probability": 0.98},
         "laterality": laterality,
-        "joints": {name: {**joint, "score": min(score, 5), "confidence": 0.9} for name, score in scores.items()},
+        "joints": joints,
+        "hands": [{**hand, "box": [40.0, 140.0, 160.0, 260.0], "confidence": 0.9}],
+        "orientation": {"rotated_deg": 0},
+        "warnings": [],
         "models": {name: f"{name}@1.0.0" for name in MODEL_NAMES},
         "request_id": "req-1",
         "notice": RESEARCH_NOTICE,

@@ -86,7 +86,7 @@ def test_training_and_serving_preprocess_a_file_identically(tmp_path):
     record = read_manifest(tmp_path)[0]
     example = ManifestSource.open(tmp_path).example((0, record))
 
-    image, served_body_view = _prepare((tmp_path / record["file"]).read_bytes(), Settings())
+    image, served_body_view, _header = _prepare((tmp_path / record["file"]).read_bytes(), Settings())
     centers = {name: tuple(record["joints"][name]["center"]) for name in JOINT_NAMES}
     served_view = detector_view(image, mirrored=True)
     served_crops = joint_crops(image, centers, JOINT_NAMES, True, out_size=CONTEXT_CROP_SIZE, context=CROP_CONTEXT)

@@ -8,8 +8,10 @@ import cv2
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 
 from deepxray.cli import main
+from deepxray.imaging import DicomFacts, decode_image, non_radiograph_modality
 from deepxray.labels import JOINT_NAMES, RATINGEN_BANDS
 from deepxray.phantoms.generate import (
     GenerationSettings,
@@ -21,7 +23,7 @@ from deepxray.phantoms.generate import (
 from deepxray.phantoms.hand import render_hand
 from deepxray.phantoms.phantom import render_phantom, streams
 from deepxray.phantoms.scores import draw_scores
-from deepxray.phantoms.writers import write_dicom
+from deepxray.phantoms.writers import TIFF_PREAMBLE, write_dicom
 
 NON_HANDS = ("chest", "foot", "other_radiograph", "not_radiograph")
 
@@ -140,6 +142,89 @@ def test_dicom_reads_back_to_the_same_pixels(tmp_path, photometric, compression)
     assert ds.PatientBirthDate == "" and ds.PatientSex == ""
 
 
+SMALL = (320, 256)
+
+
+def test_dicom_header_options_are_written_for_the_reader_to_check(tmp_path):
+    phantom = render_phantom(4, 0, "left_hand", shape=SMALL)
+    path = tmp_path / "hand.dcm"
+    write_dicom(path, phantom, "4-0")
+    assert decode_image(path.read_bytes()).dicom == DicomFacts(modality="DX", body_part_examined="HAND", laterality="L")
+    # A hand written as a CT of the right foot: what a reader must catch before any model runs.
+    write_dicom(path, phantom, "4-0", modality="CT", body_part_examined="FOOT", image_laterality="R")
+    facts = decode_image(path.read_bytes()).dicom
+    assert facts == DicomFacts(modality="CT", body_part_examined="FOOT", laterality="R")
+    assert non_radiograph_modality(facts) == "CT"
+    # "" leaves a tag out, as old files and secondary captures do.
+    write_dicom(path, phantom, "4-0", modality="", body_part_examined="", image_laterality="")
+    ds = pydicom.dcmread(path)
+    assert "Modality" not in ds and "BodyPartExamined" not in ds and "ImageLaterality" not in ds
+    assert decode_image(path.read_bytes()).dicom == DicomFacts()
+    picture = render_phantom(4, 0, "not_radiograph", shape=SMALL)
+    write_dicom(path, picture, "4-0")
+    assert decode_image(path.read_bytes()).dicom == DicomFacts(modality="OT")
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+@pytest.mark.parametrize("shape", [None, "IDENTITY", "INVERSE"])
+def test_every_presentation_lut_shape_decodes_bone_bright(tmp_path, photometric, shape):
+    phantom = render_phantom(4, 1, "right_hand", shape=SMALL)
+    path = tmp_path / "hand.dcm"
+    write_dicom(path, phantom, "4-1", photometric, presentation_lut_shape=shape)
+    ds = pydicom.dcmread(path)
+    assert ds.get("PresentationLUTShape") == shape and ds.PhotometricInterpretation == photometric
+    # Stored inverted (bone low) exactly when the header says the lowest value is displayed white.
+    minimum_white = shape == "INVERSE" or (shape is None and photometric == "MONOCHROME1")
+    assert np.array_equal(ds.pixel_array, 4095 - phantom.image if minimum_white else phantom.image)
+    assert np.array_equal(decode_image(path.read_bytes()).pixels, phantom.image)
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+@pytest.mark.parametrize("body_part", ["left_hand", "not_radiograph"])
+def test_tiff_preamble_makes_a_file_both_dicom_and_tiff(tmp_path, photometric, body_part):
+    phantom = render_phantom(6, 0, body_part, shape=SMALL)
+    plain, dual = tmp_path / "plain.dcm", tmp_path / "dual.dcm"
+    write_dicom(plain, phantom, "6-0", photometric)
+    write_dicom(dual, phantom, "6-0", photometric, preamble=TIFF_PREAMBLE)
+    assert dual.read_bytes()[:4] == b"II*\0" and dual.read_bytes()[128:] == plain.read_bytes()[128:]
+    # A TIFF reader sees the stored image...
+    with Image.open(dual) as tiff:
+        assert tiff.format == "TIFF"
+        assert np.array_equal(np.asarray(tiff), pydicom.dcmread(dual).pixel_array)
+    # ... and our reader the DICOM one: same pixels, spacing and header as with a zero preamble.
+    from_dual, from_plain = decode_image(dual.read_bytes()), decode_image(plain.read_bytes())
+    assert from_dual.format == "dicom"
+    assert np.array_equal(from_dual.pixels, from_plain.pixels)
+    assert from_dual.pixel_spacing_mm == from_plain.pixel_spacing_mm
+    assert from_dual.dicom == from_plain.dicom
+    if body_part == "left_hand":
+        assert np.array_equal(from_dual.pixels, phantom.image)
+        assert from_dual.pixel_spacing_mm == pytest.approx((phantom.pixel_spacing_mm,) * 2, abs=1e-5)
+
+
+def test_preamble_bytes_are_written_as_given_and_checked(tmp_path):
+    phantom = render_phantom(6, 0, "left_hand", shape=SMALL)
+    path = tmp_path / "hand.dcm"
+    write_dicom(path, phantom, "6-0", preamble=b"MM\0*anything")
+    assert path.read_bytes()[:132] == b"MM\0*anything".ljust(128, b"\0") + b"DICM"
+    assert np.array_equal(decode_image(path.read_bytes()).pixels, phantom.image)
+    with pytest.raises(ValueError, match="uncompressed"):
+        write_dicom(path, phantom, "6-0", compression="rle", preamble=TIFF_PREAMBLE)
+    with pytest.raises(ValueError, match="128"):
+        write_dicom(path, phantom, "6-0", preamble=bytes(129))
+    with pytest.raises(ValueError, match="presentation_lut_shape"):
+        write_dicom(path, phantom, "6-0", presentation_lut_shape="LIN OD")
+    with pytest.raises(ValueError, match="uncompressed"):
+        GenerationSettings(file_format="dicom", dicom_compression="rle", dicom_preamble="tiff")
+
+
+def test_compressed_dicom_phantoms_are_reproducible(tmp_path):
+    phantom = render_phantom(6, 0, "left_hand", shape=SMALL)
+    write_dicom(tmp_path / "a.dcm", phantom, "6-0", compression="rle")
+    write_dicom(tmp_path / "b.dcm", phantom, "6-0", compression="rle")
+    assert (tmp_path / "a.dcm").read_bytes() == (tmp_path / "b.dcm").read_bytes()
+
+
 def test_manifest_matches_the_files(tmp_path):
     manifest = generate_dataset(tmp_path, 6, "all", GenerationSettings(seed=9), workers=2, progress=False)
     records = read_manifest(manifest)
@@ -185,3 +270,30 @@ def test_cli_writes_images_and_manifest(tmp_path, capsys):
     assert len(read_manifest(tmp_path)) == 2
     assert main(["phantoms", "generate", "--n", "1", "--out", str(tmp_path), "--body-parts", "elbow"]) == 2
     assert "unknown body part" in capsys.readouterr().err
+
+
+def test_cli_writes_dual_personality_dicom_with_presentation_lut_and_records_it(tmp_path, capsys):
+    code = main(["phantoms", "generate", "--n", "2", "--out", str(tmp_path), "--seed", "1", "--format", "dicom",
+                 "--body-parts", "left_hand,not_radiograph", "--height", "320", "--width", "256",
+                 "--photometric", "MONOCHROME1", "--presentation-lut", "inverse", "--dicom-preamble", "tiff",
+                 "--workers", "1"])  # fmt: skip
+    assert code == 0
+    records = {record["body_part"]: record for record in read_manifest(tmp_path)}
+    hand_record, picture_record = records["left_hand"], records["not_radiograph"]
+    assert hand_record["modality"] == "DX" and picture_record["modality"] == "OT"
+    assert hand_record["presentation_lut_shape"] == "INVERSE"
+    # The shape describes grayscale polarity: colour pictures carry none.
+    colour = picture_record["photometric"] == "RGB"
+    assert picture_record["presentation_lut_shape"] == (None if colour else "INVERSE")
+    assert hand_record["dicom_preamble"] == picture_record["dicom_preamble"] == "tiff"
+    for record in records.values():
+        data = (tmp_path / record["file"]).read_bytes()
+        assert data[:4] == b"II*\0" and data[128:132] == b"DICM"
+        phantom = render_phantom(1, record["index"], record["body_part"], shape=(320, 256))
+        decoded = decode_image(data)
+        assert decoded.format == "dicom"
+        if phantom.image.ndim == 2:  # bone (or ink) bright as rendered, whatever the stored polarity
+            assert np.array_equal(decoded.pixels, phantom.image)
+    assert main(["phantoms", "generate", "--n", "1", "--out", str(tmp_path / "x"), "--format", "dicom",
+                 "--dicom-compression", "rle", "--dicom-preamble", "tiff"]) == 2  # fmt: skip
+    assert "uncompressed" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from deepxray.api.schemas import ScoreAnswer
 from deepxray.deployments.ingress import Ingress
 from deepxray.labels import JOINT_NAMES, RESEARCH_NOTICE
 from deepxray.models.artifacts import read_card
@@ -112,10 +113,12 @@ def assert_error(response: httpx.Response, status: int, *codes: str) -> dict:
 def assert_scored(served: Served, response: httpx.Response, laterality: str = "L") -> dict | None:
     """A contract answer; with untrained stand-in models a contract refusal (422) is accepted too."""
     if response.status_code == 422 and not served.trained:
-        assert_error(response, 422, "not_a_hand", "joints_not_found")
+        assert_error(response, 422, "not_a_hand", "joints_not_found", "implausible_joints")
         return None
     assert response.status_code == 200, response.text
     answer = response.json()
+    ScoreAnswer.model_validate(answer)  # what the service answers is what /openapi.json publishes
+    assert answer["hands"][0]["laterality"] == laterality and answer["hands"][0]["scores"] == answer["scores"]
     assert list(answer["scores"]) == list(JOINT_NAMES)
     assert all(answer["scores"][name] in range(6) for name in JOINT_NAMES)
     assert answer["total"] == sum(answer["scores"].values())
@@ -147,6 +150,36 @@ def test_jpeg_hand(served, radiographs):
 def test_monochrome1_dicom_hand(served, radiographs):
     data = radiographs.file("left_hand", "dicom", photometric="MONOCHROME1")
     assert_scored(served, served.post(data, name="hand.dcm"))
+
+
+def dicom_file(radiographs, tmp_path, name: str, **header) -> bytes:
+    from deepxray.phantoms.writers import write_dicom
+
+    path = tmp_path / f"{name}.dcm"
+    write_dicom(path, radiographs.phantom("left_hand"), "integration", **header)
+    return path.read_bytes()
+
+
+def test_dicom_as_archives_write_it(served, radiographs, tmp_path):
+    """A TIFF header in the preamble, MONOCHROME1 with Presentation LUT Shape INVERSE: the same answer as the
+    plain file; a header that disagrees with the models is a warning."""
+    plain = served.post(dicom_file(radiographs, tmp_path, "plain", photometric="MONOCHROME1"), name="plain.dcm")
+    archived = dicom_file(
+        radiographs, tmp_path, "archived", photometric="MONOCHROME1", presentation_lut_shape="INVERSE",
+        preamble="tiff", image_laterality="R",
+    )  # fmt: skip
+    assert archived[:4] in (b"II*\x00", b"MM\x00*") and archived[128:132] == b"DICM"
+    answer = assert_scored(served, served.post(archived, name="archived.dcm"))
+    if answer is not None:
+        assert answer["scores"] == assert_scored(served, plain)["scores"]
+        assert any("says RIGHT" in warning for warning in answer["warnings"])
+
+
+def test_a_dicom_of_another_modality_is_422_naming_it(served, radiographs, tmp_path):
+    body = assert_error(
+        served.post(dicom_file(radiographs, tmp_path, "ct", modality="CT")), 422, "not_radiograph_modality"
+    )
+    assert body["modality"] == "CT" and "CT" in body["detail"]
 
 
 def test_right_hand(served, radiographs):

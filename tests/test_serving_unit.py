@@ -141,7 +141,17 @@ def test_left_hand_gets_the_contract_answer(left_hand):
     response = post(client_for(models), data)
     assert response.status_code == 200, response.text
     answer = response.json()
-    assert list(answer) == ["scores", "total", "body_part", "laterality", "joints", "models", "request_id", "notice"]
+    assert list(answer) == ["scores", "total", "body_part", "laterality", "joints", "hands", "orientation", "warnings",
+                            "models", "request_id", "notice"]  # fmt: skip
+    (hand,) = answer["hands"]  # one hand: the top level is that hand
+    assert {key: hand[key] for key in ("laterality", "scores", "total", "joints")} == {
+        key: answer[key] for key in ("laterality", "scores", "total", "joints")
+    }
+    x0, y0, x1, y1 = hand["box"]
+    for joint in hand["joints"].values():
+        assert x0 <= joint["box"][0] and joint["box"][2] <= x1 and y0 <= joint["box"][1] and joint["box"][3] <= y1
+    assert hand["confidence"] == min(joint["confidence"] for joint in hand["joints"].values())
+    assert answer["orientation"] == {"rotated_deg": 0} and answer["warnings"] == []
     assert list(answer["scores"]) == list(JOINT_NAMES)
     assert answer["scores"] == dict.fromkeys(JOINT_NAMES, 1)
     assert answer["total"] == 10
@@ -205,6 +215,50 @@ def test_low_joint_confidence_is_422(left_hand):
     body = assert_error(post(client_for(FakeModels(detector=detector)), data), 422, "joints_not_found")
     assert body["joints_not_found"] == ["mcp2", "pip3"]
     assert "mcp2" in body["detail"]
+
+
+def test_confident_joints_that_do_not_form_a_hand_are_422(left_hand):
+    data, phantom = left_hand
+    pip3, pip4 = JOINT_NAMES.index("pip3"), JOINT_NAMES.index("pip4")
+    detector = OracleDetector(data, phantom.centers)
+    detector.centers[[pip3, pip4]] = detector.centers[[pip4, pip3]]  # the middle and ring fingers' PIPs swapped
+    models = FakeModels(detector=detector)
+    body = assert_error(post(client_for(models), data), 422, "implausible_joints")
+    assert body["layout_problems"] == ["the PIP joints are not in finger order"]
+    assert "do not form a hand" in body["detail"] and body["body_part"]["label"] == "left_hand"
+    assert models.crops_seen == 0  # refused before anything is scored
+
+
+def dicom_of(radiographs, tmp_path, body_part: str = "left_hand", **header) -> bytes:
+    from deepxray.phantoms.writers import write_dicom
+
+    path = tmp_path / f"{body_part}.dcm"
+    write_dicom(path, radiographs.phantom(body_part, shape=SMALL), "unit", **header)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("modality", ["CT", "MR", "NM", "US", "PT"])
+def test_a_dicom_of_no_radiograph_modality_is_422_before_any_model(radiographs, tmp_path, modality):
+    def no_model(view):
+        raise AssertionError("a model was asked")
+
+    client = client_for(FakeModels(body=no_model))
+    body = assert_error(
+        post(client, dicom_of(radiographs, tmp_path, modality=modality)), 422, "not_radiograph_modality"
+    )
+    assert body["modality"] == modality and modality in body["detail"]
+
+
+def test_a_dicom_header_that_disagrees_is_a_warning_and_the_anatomy_wins(radiographs, tmp_path, left_hand):
+    data = dicom_of(radiographs, tmp_path, image_laterality="R", body_part_examined="CHEST")
+    answer = post(client_for(FakeModels(detector=OracleDetector(data, left_hand[1].centers))), data).json()
+    assert answer["laterality"] == "L" and answer["hands"][0]["laterality"] == "L"
+    assert len(answer["warnings"]) == 2
+    assert "says RIGHT" in answer["warnings"][0] and "left hand" in answer["warnings"][0]
+    assert "CHEST" in answer["warnings"][1]
+    agreeing = dicom_of(radiographs, tmp_path, image_laterality="L", body_part_examined="HAND")
+    answer = post(client_for(FakeModels(detector=OracleDetector(agreeing, left_hand[1].centers))), agreeing).json()
+    assert answer["warnings"] == []
 
 
 # --------------------------------------------------------------------------------------- concurrency, batching

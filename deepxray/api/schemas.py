@@ -29,14 +29,39 @@ class JointAnswer(_Answer):
     confidence: float = Field(ge=0.0, le=1.0, description="The joint detector's confidence")
 
 
+class HandAnswer(_Answer):
+    """One hand scored on the film."""
+
+    laterality: Literal["L", "R"] = Field(description="From the hand's anatomy (which side its thumb is on)")
+    scores: dict[str, int] = Field(description="Ratingen grade of each joint, mcp1..mcp5 and pip1..pip5")
+    total: int = Field(ge=0, description="Sum of the ten grades")
+    joints: dict[str, JointAnswer]
+    box: Point = Field(
+        min_length=4, max_length=4, description="Where the hand's joints are on the film (x0, y0, x1, y1), pixels"
+    )
+    confidence: float = Field(ge=0.0, le=1.0, description="The least of its ten joints' detector confidences")
+
+
+class OrientationAnswer(_Answer):
+    rotated_deg: Literal[0, 90, 180, 270] = Field(
+        description="How far the film was turned (clockwise) to show the hands upright to the models"
+    )
+
+
 class ScoreAnswer(_Answer):
-    """The 200 answer of `POST /score`: the original service's `scores` object first, then the details."""
+    """The 200 answer of `POST /score`: the original service's `scores` object first, then the details.
+
+    The top-level `scores`, `total`, `laterality` and `joints` are those of the left hand when the film shows one,
+    else of the only hand; `hands` lists every hand scored, left hand first."""
 
     scores: dict[str, int] = Field(description="Ratingen grade of each joint, mcp1..mcp5 and pip1..pip5")
     total: int = Field(ge=0, description="Sum of the ten grades")
     body_part: BodyPartAnswer
     laterality: Literal["L", "R"] = Field(description="L, or R for a right hand (mirrored and scored)")
     joints: dict[str, JointAnswer]
+    hands: list[HandAnswer] = Field(min_length=1, description="Every hand scored on the film, left hand first")
+    orientation: OrientationAnswer
+    warnings: list[str] = Field(description="Sentences on evidence that disagrees, e.g. the DICOM header's laterality")
     models: dict[str, str] = Field(description="`name@version` of each model that made this answer")
     request_id: str
     notice: str = Field(description="Research use only: the demo models are trained on synthetic radiographs")
@@ -50,6 +75,8 @@ class ErrorAnswer(_Answer):
     request_id: str
     body_part: BodyPartAnswer | None = Field(None, description="422: what the body-part model saw")
     joints_not_found: list[str] | None = Field(None, description="422: the joints the detector could not find")
+    layout_problems: list[str] | None = Field(None, description="422: why the joints found do not form a hand")
+    modality: str | None = Field(None, description="422: the DICOM header's modality, when it is no radiograph")
 
 
 class HealthAnswer(_Answer):

@@ -19,6 +19,12 @@ from deepxray.imaging.decode import (
     DecodedImage,
     decode_image,
 )
+from deepxray.imaging.decoded import (
+    NON_RADIOGRAPH_MODALITIES,
+    PROJECTION_MODALITIES,
+    DicomFacts,
+    non_radiograph_modality,
+)
 from deepxray.imaging.errors import (
     CorruptImageError,
     EmptyImageError,
@@ -33,9 +39,12 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
     "JOINT_CROP_FACTOR",
+    "NON_RADIOGRAPH_MODALITIES",
+    "PROJECTION_MODALITIES",
     "SUPPORTED_FORMATS",
     "CorruptImageError",
     "DecodedImage",
+    "DicomFacts",
     "EmptyImageError",
     "ImageTooLargeError",
     "ImagingError",
@@ -48,5 +57,6 @@ __all__ = [
     "letterbox",
     "mirror_horizontal",
     "mirror_points_horizontal",
+    "non_radiograph_modality",
     "normalize_intensity",
 ]

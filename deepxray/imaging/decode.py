@@ -76,15 +76,21 @@ def decode_image(
 
 
 def _sniff_format(data: bytes) -> str | None:
-    """Names the format from magic bytes ("dicom_without_preamble" is only a candidate until parsed)."""
+    """Names the format from magic bytes ("dicom_without_preamble" is only a candidate until parsed).
+
+    "DICM" at byte 128 is checked first. The 128-byte preamble is free for applications to use and readers
+    must not rely on its content (PS3.10 7.1); dual-personality files hold a TIFF header there, so that TIFF
+    readers see the image too. Such a file is DICOM: read as TIFF it would lose MONOCHROME1 inversion, rescale
+    and pixel spacing, or be refused.
+    """
+    if data[_DICOM_PREAMBLE : _DICOM_PREAMBLE + 4] == b"DICM":
+        return "dicom"
     if data.startswith(_PNG_MAGIC):
         return "png"
     if data.startswith(_JPEG_MAGIC):
         return "jpeg"
     if data.startswith(_TIFF_MAGICS):
         return "tiff"
-    if data[_DICOM_PREAMBLE : _DICOM_PREAMBLE + 4] == b"DICM":
-        return "dicom"
     if _looks_like_dicom_dataset(data):
         return "dicom_without_preamble"
     return None

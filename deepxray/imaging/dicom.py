@@ -4,6 +4,9 @@ Only the tags needed to build the image are read (`specific_tags`): patient and 
 so they cannot end up in a result, a log line or an error message. Decodes what the installed pydicom plugins
 decode: uncompressed, RLE Lossless (pydicom itself), JPEG baseline/extended (Pillow or pylibjpeg-libjpeg),
 JPEG lossless and JPEG-LS (pylibjpeg-libjpeg), JPEG 2000 (pylibjpeg-openjpeg or Pillow).
+
+Besides the image, four header facts are read and returned as `DicomFacts`: Modality, Body Part Examined and
+Image Laterality / Laterality, for checking the upload against the models' findings.
 """
 
 import io
@@ -11,7 +14,13 @@ import math
 
 import numpy as np
 
-from deepxray.imaging.decoded import DecodedImage, as_supported_dtype, check_pixel_count, to_grayscale
+from deepxray.imaging.decoded import (
+    DecodedImage,
+    DicomFacts,
+    as_supported_dtype,
+    check_pixel_count,
+    to_grayscale,
+)
 from deepxray.imaging.errors import CorruptImageError, ImagingError, UnsupportedFormatError
 
 _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -31,6 +40,7 @@ _IMAGE_KEYWORDS = (
     "HighBit",
     "PixelRepresentation",
     "PhotometricInterpretation",
+    "PresentationLUTShape",
     "PlanarConfiguration",
     "NumberOfFrames",
     "RescaleSlope",
@@ -44,6 +54,11 @@ _IMAGE_KEYWORDS = (
     "ExtendedOffsetTableLengths",
     *_PALETTE_KEYWORDS,
     *_PIXEL_DATA_KEYWORDS,
+    # Header facts (`DicomFacts`): what the image shows, never whom.
+    "Modality",
+    "BodyPartExamined",
+    "ImageLaterality",
+    "Laterality",
 )
 
 
@@ -139,7 +154,7 @@ def _decode_dataset(dataset, max_pixels: int) -> DecodedImage:
             if (slope, intercept) != (1.0, 0.0):
                 # float32, not pydicom's float64: half the memory, and ample for 16-bit detector values.
                 pixels = pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
-        if photometric == "MONOCHROME1":
+        if _minimum_shows_white(dataset, photometric):
             pixels = _invert(pixels, inversion_bits)
     return DecodedImage(
         pixels=as_supported_dtype(np.ascontiguousarray(pixels)),
@@ -147,7 +162,62 @@ def _decode_dataset(dataset, max_pixels: int) -> DecodedImage:
         was_color=was_color,
         pixel_spacing_mm=_pixel_spacing(dataset),
         bits=bits_stored,
+        dicom=_facts(dataset),
     )
+
+
+def _minimum_shows_white(dataset, photometric: str) -> bool:
+    """Whether a grayscale image is meant to be displayed with its lowest values white (and must be inverted).
+
+    Two attributes describe the polarity. Photometric Interpretation (0028,0004): MONOCHROME1 means the minimum
+    value is displayed white after the VOI transformation, MONOCHROME2 black (PS3.3 C.7.6.3.1.2). Presentation
+    LUT Shape (2050,0020), the last stage of the grayscale pipeline (PS3.4 N.2.1.4): IDENTITY means the output
+    of the earlier stages is in P-Values (low = dark), INVERSE that it is after inversion (P-Value = maximum -
+    value, PS3.3 C.11.6.1.2). In image objects (General Image module C.7.6.1, DX Image module C.8.11.3)
+    INVERSE "shall be used" with MONOCHROME1 and IDENTITY with MONOCHROME2: both attributes state the same one
+    inversion, they are not two inversions to be chained. So:
+
+    - MONOCHROME2, shape IDENTITY or absent: minimum black, kept as stored.
+    - MONOCHROME1, shape INVERSE or absent: minimum white, inverted once (the normal CR/DX MONOCHROME1 file;
+      inverting twice shows bone dark, the bug Weasis 4.0.3 shipped and 4.1 fixed).
+    - MONOCHROME2 with INVERSE: minimum white, inverted, as a MONOCHROME1 image.
+    - MONOCHROME1 with IDENTITY: minimum black, kept as stored, as a MONOCHROME2 image.
+
+    When the two disagree, the Presentation LUT Shape decides, being the later stage of the pipeline; DCMTK and
+    dcm4che render such files the same way. Any other shape value (e.g. LIN OD, a print-only shape) is ignored
+    and Photometric Interpretation decides.
+    """
+    shape = _text(dataset, "PresentationLUTShape")
+    if shape in ("IDENTITY", "INVERSE"):
+        return shape == "INVERSE"
+    return photometric == "MONOCHROME1"
+
+
+def _facts(dataset) -> DicomFacts:
+    """Modality, body part and laterality from the header; a value that cannot be read counts as absent."""
+    image_laterality = _text(dataset, "ImageLaterality")
+    laterality = image_laterality if image_laterality is not None else _text(dataset, "Laterality")
+    return DicomFacts(
+        modality=_text(dataset, "Modality"),
+        body_part_examined=_text(dataset, "BodyPartExamined"),
+        laterality=laterality if laterality in ("L", "R") else None,
+    )
+
+
+def _text(dataset, keyword: str) -> str | None:
+    """A code string's (first) value, stripped and upper-cased; None when absent, empty or unreadable."""
+    try:
+        value = dataset.get(keyword)
+        if value is None:
+            return None
+        if not isinstance(value, str | bytes):
+            value = value[0] if len(value) else ""  # a multi-valued element ("DX\\CR")
+        if isinstance(value, bytes):
+            value = value.decode("ascii", "replace")
+        text = str(value).strip().upper()
+    except Exception:
+        return None
+    return text or None
 
 
 def _ensure_transfer_syntax(dataset) -> None:
@@ -182,7 +252,8 @@ def _rescale(dataset) -> tuple[float, float]:
 
 
 def _invert(pixels: np.ndarray, bits_stored: int) -> np.ndarray:
-    """MONOCHROME1 shows low values bright; flip it so that bone is bright, as in MONOCHROME2."""
+    """An image displayed with low values white (MONOCHROME1, Presentation LUT Shape INVERSE) flipped so that
+    bone is bright, as in MONOCHROME2."""
     if pixels.dtype in (np.uint8, np.uint16):
         # Exact and type-preserving: the same anatomy stored as MONOCHROME2 decodes to the same array.
         top = min((1 << bits_stored) - 1, np.iinfo(pixels.dtype).max)

@@ -13,7 +13,15 @@ import numpy as np
 
 from deepxray.labels import BODY_PARTS, JOINT_NAMES
 from deepxray.phantoms.phantom import DEFAULT_SHAPE, Phantom, render_phantom
-from deepxray.phantoms.writers import EXTENSIONS, write_dicom, write_jpeg, write_png
+from deepxray.phantoms.writers import (
+    EXTENSIONS,
+    PRESENTATION_LUT_SHAPES,
+    TIFF_PREAMBLE,
+    default_modality,
+    write_dicom,
+    write_jpeg,
+    write_png,
+)
 
 MANIFEST = "manifest.jsonl"
 # `--body-parts all`: every class, weighted for training the body-part model.
@@ -31,6 +39,19 @@ class GenerationSettings:
     shape: tuple[int, int] = DEFAULT_SHAPE
     photometric: str = "MONOCHROME2"
     dicom_compression: str = "none"
+    # DICOM only: Presentation LUT Shape of grayscale images (None, "IDENTITY", "INVERSE"; see `write_dicom`), and
+    # the File Preamble: None (zeros) or "tiff" (dual-personality files, uncompressed only).
+    presentation_lut: str | None = None
+    dicom_preamble: str | None = None
+
+    def __post_init__(self):
+        # Checked here, not in the workers: a bad combination fails before any file is written.
+        if self.presentation_lut not in (None, *PRESENTATION_LUT_SHAPES):
+            raise ValueError(f"presentation_lut must be None or one of {PRESENTATION_LUT_SHAPES}")
+        if self.dicom_preamble not in (None, TIFF_PREAMBLE):
+            raise ValueError(f"dicom_preamble must be None or {TIFF_PREAMBLE!r}")
+        if self.dicom_preamble == TIFF_PREAMBLE and self.dicom_compression != "none":
+            raise ValueError("a TIFF preamble needs uncompressed DICOM (--dicom-compression none)")
 
 
 def parse_body_parts(spec: str) -> dict[str, float]:
@@ -100,11 +121,23 @@ def write_phantom(out_dir: Path, index: int, body_part: str, settings: Generatio
     elif settings.file_format == "jpeg":
         write_jpeg(path, phantom.image)
     else:
-        photometric = "RGB" if phantom.image.ndim == 3 else settings.photometric
+        grayscale = phantom.image.ndim == 2
         syntax = write_dicom(
-            path, phantom, f"{settings.seed}-{index}", settings.photometric, settings.dicom_compression
+            path,
+            phantom,
+            f"{settings.seed}-{index}",
+            settings.photometric,
+            settings.dicom_compression,
+            presentation_lut_shape=settings.presentation_lut,
+            preamble=settings.dicom_preamble,
         )
-        extra = {"photometric": photometric, "transfer_syntax": syntax}
+        extra = {
+            "photometric": settings.photometric if grayscale else "RGB",
+            "transfer_syntax": syntax,
+            "modality": default_modality(phantom),
+            "presentation_lut_shape": settings.presentation_lut if grayscale else None,
+            "dicom_preamble": settings.dicom_preamble,
+        }
     return manifest_record(phantom, file, index, settings, **extra)
 
 
