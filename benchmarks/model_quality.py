@@ -6,8 +6,10 @@ Runs the full pipeline (decode included) in this process on full-size phantoms o
 - joints: share within a quarter of the neighbouring-MCP distance of the true centre;
 - erosion scores on crops cut where the detector put them: quadratic-weighted kappa, exact, within ±1 class, on a
   `clinical` and a `balanced` set;
-- the same clinical hands rotated by 20°, at half resolution, as JPEG quality 70 and as MONOCHROME1 DICOM: the
-  kappa of each against the 16-bit PNG's.
+- the same clinical hands rotated by 20°, at half resolution, as JPEG quality 70, as MONOCHROME1 DICOM, stored
+  turned by 90°, 180° and 270° (counter-clockwise), and mirrored left to right: the kappa of each against the
+  16-bit PNG's, joints found within a quarter MCP distance in the stored file's coordinates, and films answered
+  with the wrong orientation or laterality.
 
 Figures on synthetic phantoms; they say nothing about real radiographs (research use only).
 
@@ -35,7 +37,11 @@ from deepxray.phantoms.writers import to_8bit, write_dicom
 from deepxray.training.data import rotate_image
 from evaluation.metrics import body_part_summary, cohen_kappa, exact_accuracy, localisation_rates, soft_accuracy
 
-VARIANTS = ("png16", "rotated20", "half_resolution", "jpeg70", "dicom_monochrome1")
+VARIANTS = ("png16", "rotated20", "half_resolution", "jpeg70", "dicom_monochrome1", "turned90", "turned180",
+            "turned270", "mirrored")  # fmt: skip
+# What the pipeline must report for each variant: the clockwise turn back to upright, and whether the film shows
+# the hand's mirror image (a mirrored left hand is a right hand: its laterality follows its anatomy).
+EXPECTED_TURN = {"turned90": 90, "turned180": 180, "turned270": 270}
 OTHER_PARTS = ("chest", "foot", "other_radiograph", "not_radiograph")
 
 
@@ -60,6 +66,14 @@ def _variants(phantom: Phantom, seed: int, index: int, all_variants: bool) -> li
     buffer = io.BytesIO()
     write_dicom(buffer, phantom, f"{seed}-{index}", photometric="MONOCHROME1")
     out.append(("dicom_monochrome1", buffer.getvalue(), centers))
+    for quarter in (1, 2, 3):  # stored turned counter-clockwise; the pipeline turns it back clockwise
+        stored, points = phantom.image, dict(centers)
+        for _ in range(quarter):  # one counter-clockwise turn: (x, y) -> (y, width - 1 - x)
+            points = {k: (y, stored.shape[1] - 1 - x) for k, (x, y) in points.items()}
+            stored = np.rot90(stored)
+        out.append((f"turned{90 * quarter}", _png(np.ascontiguousarray(stored)), points))
+    mirrored = {k: (w - 1 - x, y) for k, (x, y) in centers.items()}
+    out.append(("mirrored", _png(np.ascontiguousarray(phantom.image[:, ::-1])), mirrored))
     return out
 
 
@@ -134,9 +148,20 @@ def summarise(rows: dict) -> dict:
         scored = [r for r in group if r["accepted"]]
         truth = np.array([[r["scores"][j] for j in JOINT_NAMES] for r in scored]).ravel()
         pred = np.array([[r["answer"]["scores"][j] for j in JOINT_NAMES] for r in scored]).ravel()
+        laterality = {"left_hand": "L", "right_hand": "R"}
+        flipped = {"left_hand": "R", "right_hand": "L"}
+        expected = flipped if variant == "mirrored" else laterality
+        found = [{k: tuple(j["center"]) for k, j in r["answer"]["joints"].items()} for r in scored]
         out["scores"][f"{name}/{variant}"] = {
             "hands": len(group),
             "scored": len(scored),
+            "wrong_orientation": sum(
+                r["answer"]["orientation"]["rotated_deg"] != EXPECTED_TURN.get(variant, 0) for r in scored
+            ),
+            "wrong_laterality": sum(r["answer"]["laterality"] != expected[r["true"]] for r in scored),
+            "joints_within_quarter": localisation_rates(found, [r["centers"] for r in scored], (0.25,)).get(0.25)
+            if scored
+            else None,
             "quadratic_kappa": cohen_kappa(truth, pred, weights="quadratic"),
             "exact_accuracy": exact_accuracy(truth, pred),
             "within_one_class": soft_accuracy(truth, pred),
@@ -173,7 +198,9 @@ def main() -> None:
 
     for name, s in summary["scores"].items():
         print(f"scores {name:28s} kappa_q {figure(s['quadratic_kappa'])} exact {figure(s['exact_accuracy'])} "
-              f"±1 {figure(s['within_one_class'])} ({s['scored']}/{s['hands']} hands scored)")  # fmt: skip
+              f"±1 {figure(s['within_one_class'])} ({s['scored']}/{s['hands']} hands scored; joints within 1/4 "
+              f"{figure(s['joints_within_quarter'])}, wrong orientation {s['wrong_orientation']}, wrong laterality "
+              f"{s['wrong_laterality']})")  # fmt: skip
     print(f"kappa drop against 16-bit PNG: {summary['kappa_drop']}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,9 @@ MIN_ORDER_GAP = 0.25  # least step, in spacings, between neighbouring MCPs (and 
 FINGER = (0.7, 4.0)  # MCP to PIP along the finger, in spacings
 THUMB_BELOW_ROW = (0.8, 6.0)  # MCP1's distance from the MCP row towards the wrist, in spacings
 THUMB = (0.6, 3.5)  # MCP1 to PIP1, in spacings
+# An upright hand's fingers point up within this many degrees: phantoms lean by up to 25 degrees, and a film
+# placed 20 degrees askew adds that (45 in all); a film stored turned by 90 degrees shows them at 65 or more.
+MAX_FINGER_TILT_DEG = 55.0
 
 
 def layout_problems(centers: Mapping[str, tuple[float, float]]) -> list[str]:
@@ -63,3 +66,9 @@ def layout_problems(centers: Mapping[str, tuple[float, float]]) -> list[str]:
     if row[0] * finger[1] - row[1] * finger[0] < 0:
         problems.append("the joints form a mirror image of the hand the body-part model saw")
     return problems
+
+
+def finger_tilt_deg(centers: Mapping[str, tuple[float, float]]) -> float:
+    """How far (degrees, 0..180) the fingers (MCP2..5 to PIP2..5, on average) point away from straight up."""
+    direction = np.mean([np.subtract(centers[f"pip{k}"], centers[f"mcp{k}"]) for k in range(2, 6)], axis=0)
+    return float(np.degrees(np.arccos(np.clip(-direction[1] / (np.linalg.norm(direction) or 1.0), -1.0, 1.0))))

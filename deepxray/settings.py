@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     joint_detection_model: Path | None = Field(None, description="Artifact directory of the joint detector")
     ratingen_score_model: Path | None = Field(None, description="Artifact directory of the Ratingen scorer")
     accept_probability: float = Field(0.5, ge=0.0, le=1.0, description="Least hand probability to score (422 below)")
+    turned_accept_probability: float = Field(
+        0.95,
+        ge=0.0,
+        le=1.0,
+        description="Least left + right hand probability to score a film stored turned (90/180/270)",
+    )
     min_joint_confidence: float = Field(0.2, ge=0.0, le=1.0, description="Least detector confidence per joint")
     max_upload_bytes: int = Field(DEFAULT_MAX_BYTES, gt=0, description="Largest upload in bytes (413 above)")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, description="Largest width x height (413 above)")

@@ -182,6 +182,32 @@ def test_a_dicom_of_another_modality_is_422_naming_it(served, radiographs, tmp_p
     assert body["modality"] == "CT" and "CT" in body["detail"]
 
 
+@pytest.mark.parametrize("quarter_turns", [1, 2, 3])
+def test_a_film_stored_turned_is_scored_upright(served, radiographs, quarter_turns):
+    import cv2
+    import numpy as np
+
+    phantom = radiographs.phantom("left_hand")
+    stored, centers = phantom.image, dict(phantom.centers)
+    for _ in range(quarter_turns):  # stored turned counter-clockwise: (x, y) -> (y, width - 1 - x)
+        centers = {name: (y, stored.shape[1] - 1 - x) for name, (x, y) in centers.items()}
+        stored = np.ascontiguousarray(np.rot90(stored))
+    answer = assert_scored(served, served.post(cv2.imencode(".png", stored)[1].tobytes(), name="turned.png"))
+    if answer and served.trained:
+        assert answer["orientation"] == {"rotated_deg": 90 * quarter_turns}
+        for name in JOINT_NAMES:  # in the stored file's coordinates
+            centre, truth = answer["joints"][name]["center"], centers[name]
+            assert abs(centre[0] - truth[0]) < 150 and abs(centre[1] - truth[1]) < 150, name
+
+
+def test_a_mirrored_left_hand_is_scored_as_the_right_hand_it_shows(served, radiographs):
+    import cv2
+    import numpy as np
+
+    mirrored = np.ascontiguousarray(radiographs.phantom("left_hand").image[:, ::-1])
+    assert_scored(served, served.post(cv2.imencode(".png", mirrored)[1].tobytes(), name="m.png"), laterality="R")
+
+
 def test_right_hand(served, radiographs):
     assert_scored(served, served.post(radiographs.file("right_hand", "png"), name="right.png"), laterality="R")
 

@@ -13,6 +13,7 @@ import time
 from importlib import import_module
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -30,7 +31,7 @@ from deepxray.deployments.ingress import Ingress
 from deepxray.deployments.joint_detection import JointDetection
 from deepxray.deployments.ratingen_score import RatingenScore
 from deepxray.imaging import SUPPORTED_FORMATS, decode_image
-from deepxray.imaging.model_inputs import NormalisedImage, detector_view
+from deepxray.imaging.model_inputs import NormalisedImage, body_part_view, detector_view, turn_view
 from deepxray.labels import BODY_PARTS, JOINT_NAMES, RATINGEN_CLASSES, RESEARCH_NOTICE
 from deepxray.models.registry import MODEL_NAMES
 from deepxray.models.runtime import MicroBatcher
@@ -69,6 +70,25 @@ class OracleDetector:
         self.saw_mirrored.append(mirrored)
         xy = self.views[mirrored].to_view(self.centers)
         return np.column_stack([xy, self.confidence]).astype(np.float32)
+
+
+class TurnedFilmModels:
+    """Fakes that see what real models see in a film stored turned: a left hand only when its view is shown
+    upright (turned back by `turns` clockwise quarter turns), and the joints where the phantom has them."""
+
+    def __init__(self, data: bytes, centers: dict[str, tuple[float, float]], turns: int):
+        image = NormalisedImage.from_pixels(decode_image(data).pixels)
+        self.upright_view = turn_view(body_part_view(image), turns)
+        self.detector_view = detector_view(image, False, turns)
+        self.centers = np.array([centers[name] for name in JOINT_NAMES])
+
+    def body(self, view: np.ndarray) -> np.ndarray:
+        return probabilities("left_hand", 0.97) if np.array_equal(view, self.upright_view) else probabilities("chest")
+
+    async def detector(self, view: np.ndarray) -> np.ndarray:
+        if not np.array_equal(view, self.detector_view.pixels):  # not upright: nothing found with confidence
+            return np.zeros((len(JOINT_NAMES), 3), np.float32)
+        return np.column_stack([self.detector_view.to_view(self.centers), np.full(10, 0.95)]).astype(np.float32)
 
 
 class FakeModels:
@@ -227,6 +247,33 @@ def test_confident_joints_that_do_not_form_a_hand_are_422(left_hand):
     assert body["layout_problems"] == ["the PIP joints are not in finger order"]
     assert "do not form a hand" in body["detail"] and body["body_part"]["label"] == "left_hand"
     assert models.crops_seen == 0  # refused before anything is scored
+
+
+@pytest.mark.parametrize("quarter_turns", [1, 2, 3])
+def test_a_film_stored_turned_is_scored_upright_in_the_files_coordinates(left_hand, quarter_turns):
+    data, phantom = left_hand
+    stored, centers = decode_image(data).pixels, dict(phantom.centers)
+    for _ in range(quarter_turns):  # stored turned counter-clockwise: (x, y) -> (y, width - 1 - x)
+        centers = {name: (y, stored.shape[1] - 1 - x) for name, (x, y) in centers.items()}
+        stored = np.ascontiguousarray(np.rot90(stored))
+    upload = cv2.imencode(".png", stored)[1].tobytes()
+    fakes = TurnedFilmModels(upload, centers, turns=quarter_turns)
+    answer = post(client_for(FakeModels(body=fakes.body, detector=fakes.detector)), upload).json()
+    assert answer["orientation"] == {"rotated_deg": 90 * quarter_turns}, answer
+    assert answer["laterality"] == "L" and answer["body_part"]["label"] == "left_hand"
+    for name in JOINT_NAMES:
+        np.testing.assert_allclose(answer["joints"][name]["center"], centers[name], atol=1.5)
+
+
+def test_a_film_upright_no_way_is_refused_with_its_reason(left_hand):
+    data, phantom = left_hand
+    fakes = TurnedFilmModels(data, phantom.centers, turns=0)
+    sideways = OracleDetector(data, phantom.centers)
+    sideways.centers = sideways.centers @ np.array([[0.0, 1.0], [-1.0, 0.0]]) + [0, 600]  # the hand lying on its side
+    body = assert_error(
+        post(client_for(FakeModels(body=fakes.body, detector=sideways)), data), 422, "orientation_unclear"
+    )
+    assert "fingers point" in body["detail"] and body["body_part"]["label"] == "left_hand"
 
 
 def dicom_of(radiographs, tmp_path, body_part: str = "left_hand", **header) -> bytes:

@@ -40,17 +40,32 @@ def body_part_view(image: NormalisedImage) -> np.ndarray:
     return view.astype(np.float32)
 
 
+def turn_view(view: np.ndarray, turns: int) -> np.ndarray:
+    """A square view turned clockwise by `turns` quarter turns (a film stored turned, shown upright)."""
+    return np.ascontiguousarray(np.rot90(view, -turns))
+
+
+def turn_points(xy: np.ndarray, turns: int, size: int) -> np.ndarray:
+    """Points (x, y) of a `size`-square view to where `turn_view(view, turns)` shows them (negative: back)."""
+    xy = np.array(xy, dtype=np.float64)
+    for _ in range(turns % 4):  # one clockwise quarter turn: (x, y) -> (size - 1 - y, x)
+        xy[..., 0], xy[..., 1] = size - 1 - xy[..., 1], xy[..., 0].copy()
+    return xy
+
+
 @dataclass(frozen=True)
 class DetectorView:
-    """The detector's input: always a left hand's orientation, and the way back to the original image.
+    """The detector's input: always a left hand's orientation, upright, and the way back to the original image.
 
-    A right hand's view is the letterboxed image flipped left to right; points found in it map back to the
-    unflipped original, so nothing else of the full-size image ever needs mirroring.
+    The letterboxed original is turned clockwise by `turns` quarter turns (a film stored turned), then, for a
+    right hand, flipped left to right. Points found in it map back to the original as stored, so nothing of the
+    full-size image ever needs turning or mirroring.
     """
 
     pixels: np.ndarray  # (DETECTOR_VIEW, DETECTOR_VIEW) float32
-    transform: ViewTransform  # letterbox of the original (unflipped) image
+    transform: ViewTransform  # letterbox of the original (unturned, unflipped) image
     mirrored: bool
+    turns: int = 0
 
     def _flip(self, xy: np.ndarray) -> np.ndarray:
         xy = np.array(xy, dtype=np.float64)
@@ -60,20 +75,22 @@ class DetectorView:
 
     def to_image(self, xy_view: np.ndarray) -> np.ndarray:
         """View pixels (as the detector sees them) to original image pixels."""
-        return self.transform.to_image(self._flip(xy_view))
+        unturned = turn_points(self._flip(xy_view), -self.turns, self.transform.view_size)
+        return self.transform.to_image(unturned)
 
     def to_view(self, xy_image: np.ndarray) -> np.ndarray:
         """Original image pixels to view pixels (as the detector sees them)."""
-        return self._flip(self.transform.to_view(xy_image))
+        return self._flip(turn_points(self.transform.to_view(xy_image), self.turns, self.transform.view_size))
 
 
-def detector_view(image: NormalisedImage, mirrored: bool = False) -> DetectorView:
-    """The joint detector's input; `mirrored` for a right hand."""
+def detector_view(image: NormalisedImage, mirrored: bool = False, turns: int = 0) -> DetectorView:
+    """The joint detector's input; `mirrored` for a right hand, `turns` clockwise quarter turns for a film
+    stored turned."""
     view, transform = letterbox(image.pixels, DETECTOR_VIEW)
-    view = view.astype(np.float32)
+    view = turn_view(view.astype(np.float32), turns) if turns % 4 else view.astype(np.float32)
     if mirrored:
         view = np.ascontiguousarray(view[:, ::-1])
-    return DetectorView(view, transform, mirrored)
+    return DetectorView(view, transform, mirrored, turns % 4)
 
 
 def joint_crops(

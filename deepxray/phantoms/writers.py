@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -60,7 +61,7 @@ def default_modality(phantom: Phantom) -> str:
 
 
 def write_dicom(
-    path: Path,
+    path: Path | BinaryIO,
     phantom: Phantom,
     uid_seed: str,
     photometric: str = "MONOCHROME2",
@@ -78,7 +79,7 @@ def write_dicom(
     options exist to write what archives write, including what a reader must not trust blindly.
 
     Args:
-        path: The file to write.
+        path: The file to write, or a binary file object.
         phantom: The image and what is known about it.
         uid_seed: Seed of the synthetic UIDs.
         photometric: MONOCHROME2, or MONOCHROME1 (as some detectors write: low values displayed white).
@@ -200,7 +201,10 @@ def write_dicom(
         data = _tiff_preamble(image, pixel_offset) + data[DICOM_PREAMBLE_BYTES:]
     elif preamble is not None:
         data = preamble.ljust(DICOM_PREAMBLE_BYTES, b"\0") + data[DICOM_PREAMBLE_BYTES:]
-    Path(path).write_bytes(data)
+    if hasattr(path, "write"):  # a file object (benchmarks write to memory)
+        path.write(data)
+    else:
+        Path(path).write_bytes(data)
     return str(ds.file_meta.TransferSyntaxUID)
 
 
