@@ -278,7 +278,9 @@ def test_overload_is_503_with_retry_after(served, overload, radiographs):
     assert set(statuses) <= ({200, 503} if served.trained else {200, 422, 503}), statuses
     refused = [r for r in responses if r.status_code == 503]
     assert refused, statuses
-    assert all(r.headers.get("retry-after") == "2" for r in refused)
+    assert all(r.headers.get("retry-after") == "2" for r in refused), [
+        (r.headers.get("retry-after"), r.text) for r in refused
+    ]
     assert all("capacity" in assert_error(r, 503, "overloaded")["detail"] for r in refused)
     assert len(refused) < len(responses)  # the admitted ones were answered
 
