@@ -97,7 +97,16 @@ def overload(served):
     """One image scored at a time, one waiting: the ingress turns the rest away."""
     from ray import serve
 
-    yield extra_ingress(served, "overload", Settings(max_scoring=1, max_waiting=1, retry_after_s=2))
+    # Serve's own limits well above the burst below, so that every refusal is the gate's (the JSON 503 under
+    # test): with the profile's 16 ongoing + 8 queued, Serve's router was seen to queue part of a burst of 16 on
+    # this 2-core machine and drop the ninth queued request with its plain-text 503.
+    yield extra_ingress(
+        served,
+        "overload",
+        Settings(max_scoring=1, max_waiting=1, retry_after_s=2),
+        max_ongoing_requests=64,
+        max_queued_requests=64,
+    )
     serve.delete("overload")
 
 
@@ -279,7 +288,7 @@ def test_overload_is_503_with_retry_after(served, overload, radiographs):
     refused = [r for r in responses if r.status_code == 503]
     assert refused, statuses
     assert all(r.headers.get("retry-after") == "2" for r in refused), [
-        (r.headers.get("retry-after"), r.text) for r in refused
+        (r.headers.get("retry-after"), r.text) for r in refused if r.headers.get("retry-after") != "2"
     ]
     assert all("capacity" in assert_error(r, 503, "overloaded")["detail"] for r in refused)
     assert len(refused) < len(responses)  # the admitted ones were answered
