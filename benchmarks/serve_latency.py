@@ -49,11 +49,10 @@ def phantom_files(seed: int) -> dict[str, bytes]:
 
 def in_process(files: dict[str, bytes], settings, runs: int, warmup: int) -> dict[str, Timing]:
     from deepxray.imaging import ImagingError
-    from deepxray.models.artifacts import shipped_models_dir
     from deepxray.models.runtime import local_models
     from deepxray.pipeline import ScoringError, score_radiograph
 
-    models = local_models(Path(settings.models_dir or shipped_models_dir()))
+    models = local_models(settings.models_folder())
 
     def once(data: bytes) -> str:
         try:
@@ -137,9 +136,8 @@ def main() -> None:
     if args.min_joint_confidence is not None:
         overrides["min_joint_confidence"] = args.min_joint_confidence
     settings, deployments = profile(overrides=overrides)
-    from deepxray.models.artifacts import shipped_models_dir
 
-    models_dir = Path(settings.models_dir or shipped_models_dir()).resolve()
+    models_dir = settings.models_folder()
 
     files = phantom_files(args.seed)
     local = in_process(files, settings, args.runs, args.warmup)

@@ -76,6 +76,12 @@ class Settings(BaseSettings):
             return (self.models_dir.expanduser() / name).resolve()
         return None
 
+    def models_folder(self) -> Path:
+        """The model folder in use: `models_dir` (resolved) when set, else the shipped demo models."""
+        from deepxray.models.artifacts import shipped_models_dir
+
+        return self.models_dir.expanduser().resolve() if self.models_dir else shipped_models_dir()
+
     def batching(self) -> dict[str, Any]:
         """The scorer's `user_config` (a serve config's own `user_config` for RatingenScore wins over it)."""
         return {"max_batch_size": self.max_batch_size, "batch_wait_timeout_s": self.batch_wait_timeout_s}

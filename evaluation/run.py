@@ -92,10 +92,9 @@ def evaluate(
 
 def configured_models_dir() -> Path:
     """The model folder when none is given: `DEEPXRAY_MODELS_DIR` if set, else the shipped models."""
-    from deepxray.models.artifacts import shipped_models_dir
     from deepxray.settings import Settings
 
-    return Settings().models_dir or shipped_models_dir()
+    return Settings().models_folder()
 
 
 def describe(models: Path | None, url: str | None) -> str:

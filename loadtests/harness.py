@@ -119,11 +119,9 @@ def profile(path: str | Path | None = None, overrides: Mapping[str, Any] | None 
 def models_dir() -> Path:
     """The model set a service started here loads: `DEEPXRAY_MODELS_DIR` (`Settings.models_dir`), else the
     shipped models."""
-    from deepxray.models.artifacts import shipped_models_dir
     from deepxray.settings import Settings
 
-    configured = Settings().models_dir
-    return configured.expanduser().resolve() if configured else shipped_models_dir()
+    return Settings().models_folder()
 
 
 def models_present(folder: Path | None = None) -> bool:

@@ -76,12 +76,11 @@ def create_monolith():
     """The app of one worker (a uvicorn `--factory`): the ingress's routes over in-process models."""
     from deepxray.api.routes import create_app
     from deepxray.api.service import ScoringService
-    from deepxray.models.artifacts import shipped_models_dir
     from deepxray.settings import Settings
 
     settings = Settings()  # DEEPXRAY_<NAME> variables, as the served application reads them
     threads = worker_threads()
-    backend = LocalBackend(Path(settings.models_dir) if settings.models_dir else shipped_models_dir(), threads)
+    backend = LocalBackend(settings.models_folder(), threads)
     app = create_app(ScoringService(backend, settings))
 
     @asynccontextmanager

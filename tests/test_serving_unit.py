@@ -754,8 +754,10 @@ def test_settings_come_from_the_config_then_the_environment(monkeypatch, tmp_pat
     with pytest.raises(ValueError):
         Settings.model_validate({"no_such_argument": 1})
     assert build_app({"max_pixels": 1000}) is not None  # called with a plain dict, as `serve run ... key=value` does
+    assert Settings().models_folder() == ROOT / "models"  # unset: the shipped models
     monkeypatch.setenv("DEEPXRAY_MODELS_DIR", str(tmp_path))  # the one variable for the model folder
     assert Settings().model_dir("body_part") == tmp_path / "body_part"
+    assert Settings().models_folder() == tmp_path.resolve()
 
 
 def test_importing_the_app_does_not_load_tensorflow():

@@ -90,13 +90,13 @@ class ModelServer:
     model_name: str = ""
 
     def __init__(self, model_dir: str | None = None, threads: int | None = None):
-        from deepxray.models.artifacts import shipped_models_dir
         from deepxray.models.runtime import LoadedModel, configure_threads
 
         self.threads = threads or threads_for(replica_cpus())
         configure_threads(self.threads)  # before TensorFlow runs anything in this process
         # No directory given (`serve run deepxray.app:graph`): the settings' (DEEPXRAY_MODELS_DIR), else shipped.
-        directory = Path(model_dir or Settings().model_dir(self.model_name) or shipped_models_dir() / self.model_name)
+        settings = Settings()
+        directory = Path(model_dir or settings.model_dir(self.model_name) or settings.models_folder() / self.model_name)
         self.model = LoadedModel(directory)
         self.model.warm_up()  # traces the graph and checks the output is finite: healthy only once warm
         self.predictions = 0
