@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--body-parts",
         default="left_hand",
-        help="'all', or a comma list with optional weights, e.g. left_hand:3,right_hand,chest (default left_hand)",
+        help="'all', or a comma list with optional weights, e.g. left_hand:3,right_hand,chest (default left_hand); "
+        "both_hands: films of both hands side by side (1.75 times --width)",
     )
     gen.add_argument("--width", type=int, default=DEFAULT_SHAPE[1], help="radiograph width in pixels")
     gen.add_argument("--height", type=int, default=DEFAULT_SHAPE[0], help="radiograph height in pixels")

@@ -41,5 +41,8 @@ BODY_PARTS: tuple[str, ...] = (
     "not_radiograph",
 )
 HAND_PARTS: frozenset[str] = frozenset({"left_hand", "right_hand"})
+# A film showing both hands side by side: not a class of the body-part model (each hand is found on the film and
+# classified on its own), but a label of the answer and of the phantom generator.
+BOTH_HANDS = "both_hands"
 
 RESEARCH_NOTICE = "research use only; demo models trained on synthetic radiographs"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepxray.labels import BODY_PARTS, JOINT_NAMES
+from deepxray.labels import BODY_PARTS, BOTH_HANDS, JOINT_NAMES
 from deepxray.phantoms.phantom import DEFAULT_SHAPE, Phantom, render_phantom
 from deepxray.phantoms.writers import (
     EXTENSIONS,
@@ -55,14 +55,15 @@ class GenerationSettings:
 
 
 def parse_body_parts(spec: str) -> dict[str, float]:
-    """`left_hand`, `all`, `left_hand,chest` or `left_hand:3,chest:1` to normalised weights."""
+    """`left_hand`, `all`, `left_hand,chest` or `left_hand:3,both_hands:1` to normalised weights (`both_hands`:
+    films of both hands, for evaluation; `all` is what the body-part model trains on)."""
     if spec.strip() == "all":
         return dict(ALL_BODY_PARTS)
     weights: dict[str, float] = {}
     for item in spec.split(","):
         name, _, weight = item.strip().partition(":")
-        if name not in BODY_PARTS:
-            raise ValueError(f"unknown body part {name!r}; choose from {', '.join(BODY_PARTS)} or 'all'")
+        if name not in (*BODY_PARTS, BOTH_HANDS):
+            raise ValueError(f"unknown body part {name!r}; choose from {', '.join(BODY_PARTS)}, {BOTH_HANDS} or 'all'")
         weights[name] = float(weight) if weight else 1.0
         if weights[name] <= 0:
             raise ValueError(f"weight of {name} must be positive")
@@ -83,7 +84,8 @@ def plan_body_parts(n: int, weights: dict[str, float], seed: int) -> list[str]:
 
 
 def manifest_record(phantom: Phantom, file: str, index: int, settings: GenerationSettings, **extra) -> dict:
-    """One manifest line: the file and everything known about it."""
+    """One manifest line: the file and everything known about it. `hands` labels every hand on the film (left
+    hand first); a single-hand film also keeps its hand's `laterality` and `joints` at the top level."""
     image = phantom.image
     record = {
         "file": file,
@@ -97,10 +99,23 @@ def manifest_record(phantom: Phantom, file: str, index: int, settings: Generatio
         "pixel_spacing_mm": phantom.pixel_spacing_mm,
         "format": settings.file_format,
         "bits_stored": 12 if image.dtype == np.uint16 and settings.file_format != "jpeg" else 8,
-        "distribution": settings.distribution if phantom.scores else None,
+        "distribution": settings.distribution if phantom.hands else None,
         "joints": None,
+        "hands": None,
         **extra,
     }
+    if phantom.hands is not None:
+        record["hands"] = [
+            {
+                "laterality": hand.laterality,
+                "columns": list(hand.columns),
+                "joints": {
+                    name: {"center": [round(c, 2) for c in hand.centers[name]], "score": hand.scores[name]}
+                    for name in JOINT_NAMES
+                },
+            }
+            for hand in phantom.hands
+        ]
     if phantom.scores is not None and phantom.centers is not None:
         record["joints"] = {
             name: {"center": [round(c, 2) for c in phantom.centers[name]], "score": phantom.scores[name]}

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from deepxray.labels import BODY_PARTS
+from deepxray.labels import BODY_PARTS, BOTH_HANDS
 from deepxray.phantoms import others
+from deepxray.phantoms.both_hands import FilmHand, render_both_hands
 from deepxray.phantoms.hand import HandPhantom, render_hand
 from deepxray.phantoms.scores import draw_scores
 
@@ -29,6 +30,7 @@ class Phantom:
     scores: dict[str, int] | None = None
     centers: dict[str, tuple[float, float]] | None = None
     extra: dict = field(default_factory=dict)
+    hands: list[FilmHand] | None = None  # every hand on the film (a single-hand film: the one), left hand first
 
     @property
     def is_radiograph(self) -> bool:
@@ -42,7 +44,7 @@ def streams(seed: int, index: int, body_part: str = "left_hand") -> dict[str, np
     the same index.
     """
     names = ("kind", "geometry", "texture", "erosion", "scores")
-    key = (index, BODY_PARTS.index(body_part))
+    key = (index, (*BODY_PARTS, BOTH_HANDS).index(body_part))
     children = np.random.SeedSequence(seed, spawn_key=key).spawn(len(names))
     return {name: np.random.default_rng(child) for name, child in zip(names, children, strict=True)}
 
@@ -55,10 +57,15 @@ def render_phantom(
     shape: tuple[int, int] = DEFAULT_SHAPE,
     scores: dict[str, int] | None = None,
 ) -> Phantom:
-    """Render image `index` of the set `seed`. `scores` overrides the drawn scores of a hand."""
-    if body_part not in BODY_PARTS:
-        raise ValueError(f"unknown body part {body_part!r}; choose from {', '.join(BODY_PARTS)}")
+    """Render image `index` of the set `seed`. `scores` overrides the drawn scores of a hand. `both_hands`: a
+    film of both hands, wider than `shape` (`deepxray.phantoms.both_hands.WIDTH_FACTOR`), labelled in `hands`."""
+    if body_part not in (*BODY_PARTS, BOTH_HANDS):
+        raise ValueError(f"unknown body part {body_part!r}; choose from {', '.join(BODY_PARTS)} or {BOTH_HANDS}")
     rng = streams(seed, index, body_part)
+    if body_part == BOTH_HANDS:
+        spacing = float(rng["kind"].uniform(*PIXEL_SPACING_MM["hand"]))
+        image, hands = render_both_hands(rng, distribution, spacing, shape)
+        return Phantom(image, BOTH_HANDS, "hand", None, spacing, hands=hands)
     if body_part in ("left_hand", "right_hand"):
         drawn = draw_scores(rng["scores"], distribution)
         spacing = float(rng["kind"].uniform(*PIXEL_SPACING_MM["hand"]))
@@ -80,6 +87,7 @@ def render_phantom(
             scores=hand.scores,
             centers=hand.centers,
             extra={"ring": hand.ring, "marker": hand.marker, "destroyed_share": hand.destroyed_share},
+            hands=[FilmHand(hand.laterality, hand.scores, hand.centers, (0, shape[1]))],
         )
     if body_part == "not_radiograph":
         kind = str(rng["kind"].choice(others.NOT_RADIOGRAPHS))

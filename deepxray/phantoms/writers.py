@@ -87,7 +87,8 @@ def write_dicom(
         modality: Modality (0008,0060); None: "DX" for a radiograph, "OT" for a picture; "" leaves it out.
         body_part_examined: Body Part Examined (0018,0015); None: from the phantom ("HAND", "CHEST", ...; pictures
             have none); "" leaves it out.
-        image_laterality: Image Laterality (0020,0062); None: the phantom's ("L"/"R" for hands); "" leaves it out.
+        image_laterality: Image Laterality (0020,0062); None: the phantom's ("L"/"R" for a hand, "B" for both
+            hands); "" leaves it out.
         presentation_lut_shape: Presentation LUT Shape (2050,0020) of a grayscale image: None (not written),
             "IDENTITY" or "INVERSE". Not written for colour images. The stored values follow the polarity the
             header then declares, so that a reader following the standard shows bone bright: inverted (bone low)
@@ -150,7 +151,8 @@ def write_dicom(
     if body_part_examined:
         ds.BodyPartExamined = body_part_examined
     if image_laterality is None:
-        image_laterality = (phantom.laterality or "") if is_radiograph else ""
+        both = phantom.hands is not None and len(phantom.hands) > 1
+        image_laterality = "B" if both else (phantom.laterality or "") if is_radiograph else ""
     if image_laterality:
         ds.ImageLaterality = image_laterality
     if is_radiograph:
