@@ -20,16 +20,19 @@ def refused_modality(facts: DicomFacts | None) -> str | None:
     return non_radiograph_modality(facts) if facts is not None else None
 
 
-def header_warnings(facts: DicomFacts | None, laterality: str) -> list[str]:
-    """Sentences for each header fact that disagrees with a scored hand of `laterality` ("L" or "R")."""
+def header_warnings(facts: DicomFacts | None, lateralities: list[str]) -> list[str]:
+    """Sentences for each header fact that disagrees with the hands scored, of `lateralities` ("L", "R")."""
     if facts is None:
         return []
     warnings = []
-    if facts.laterality in _SIDES and facts.laterality != laterality:
+    seen = " and ".join(f"a {_SIDES[side]} hand" for side in sorted(set(lateralities)))
+    if facts.laterality in _SIDES and set(lateralities) != {facts.laterality}:
         warnings.append(
-            f"The DICOM header says {_SIDES[facts.laterality].upper()}, the model saw a {_SIDES[laterality]} hand "
-            "(from its anatomy, which the scores follow); the film may be stored mirrored or mislabelled."
+            f"The DICOM header says {_SIDES[facts.laterality].upper()}, the models saw {seen} (from the "
+            "anatomy, which the scores follow); the film may be stored mirrored or mislabelled."
         )
+    elif facts.laterality == "B" and len(set(lateralities)) < 2:
+        warnings.append(f"The DICOM header says BOTH hands, the models scored only {seen} on this film.")
     body_part = (facts.body_part_examined or "").replace(" ", "")
     if body_part and body_part not in HAND_BODY_PARTS:
         warnings.append(f"The DICOM header names the body part {facts.body_part_examined}, the models saw a hand.")

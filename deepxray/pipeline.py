@@ -1,4 +1,5 @@
-"""The scoring pipeline, written once: decode → body part → (mirror) → detect → crop → score → answer.
+"""The scoring pipeline, written once: decode → find hands → per hand: body part (turned four ways) → (mirror) →
+detect → crop → score → answer.
 
 The three models come in as async callables, so the same steps run behind the Ray Serve ingress (deployment
 handles), in the evaluation and in the monolith baseline (in-process models), and in unit tests (fakes). The
@@ -18,6 +19,7 @@ import numpy as np
 from deepxray.api.errors import ApiError
 from deepxray.api.schemas import ScoreAnswer
 from deepxray.evidence import header_warnings, refused_modality
+from deepxray.hand_finder import Region, find_hands
 from deepxray.hand_layout import MAX_FINGER_TILT_DEG, finger_tilt_deg, layout_problems
 from deepxray.imaging import decode_image
 from deepxray.imaging.decoded import DicomFacts
@@ -29,7 +31,7 @@ from deepxray.imaging.model_inputs import (
     joint_crops,
     turn_view,
 )
-from deepxray.labels import BODY_PARTS, HAND_PARTS, JOINT_NAMES, RESEARCH_NOTICE
+from deepxray.labels import BODY_PARTS, BOTH_HANDS, HAND_PARTS, JOINT_NAMES, RESEARCH_NOTICE
 from deepxray.settings import Settings
 
 # Turns of the film on which the detector is tried, the two most hand-like to the body-part model: the right turn
@@ -85,7 +87,7 @@ class Models:
 class Timings:
     """Seconds spent in each step of one request (for logs and the benchmark)."""
 
-    decode: float = 0.0
+    decode: float = 0.0  # decoding and finding the hands
     body_part: float = 0.0
     detect: float = 0.0
     crop: float = 0.0
@@ -96,7 +98,8 @@ class Timings:
         return self.decode + self.body_part + self.detect + self.crop + self.score
 
 
-def _prepare(data: bytes, settings: Settings) -> tuple[NormalisedImage, np.ndarray, DicomFacts | None]:
+def _prepare(data: bytes, settings: Settings) -> tuple[np.ndarray, DicomFacts | None]:
+    """The decoded film's pixels and its DICOM facts; refuses a non-radiograph modality before any model runs."""
     decoded = decode_image(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
     modality = refused_modality(decoded.dicom)
     if modality is not None:  # before any model runs, and before the pixels are normalised
@@ -105,8 +108,14 @@ def _prepare(data: bytes, settings: Settings) -> tuple[NormalisedImage, np.ndarr
             "are scored.",
             modality=modality,
         )
-    image = NormalisedImage.from_pixels(decoded.pixels)
-    return image, body_part_view(image), decoded.dicom
+    return decoded.pixels, decoded.dicom
+
+
+def _normalised(pixels: np.ndarray, region: Region | None) -> tuple[NormalisedImage, np.ndarray]:
+    """The film, or one hand's side of it, normalised on its own (each side of a two-hand film may have had
+    its own exposure), and its body-part view."""
+    image = NormalisedImage.from_pixels(pixels if region is None else pixels[region.slices])
+    return image, body_part_view(image)
 
 
 def interpret_body_part(probabilities: np.ndarray, settings: Settings) -> BodyPartResult:
@@ -188,31 +197,27 @@ async def locate_joints(image: NormalisedImage, body: BodyPartResult, turns: int
     return centers, confidence, tilt
 
 
-async def score_radiograph(
-    data: bytes,
-    models: Models,
-    settings: Settings | None = None,
-    request_id: str = "",
-    timings: Timings | None = None,
-) -> dict:
-    """Score one uploaded radiograph; returns the `/score` answer (a `ScoreAnswer`, dumped to a dict).
+@dataclass(frozen=True)
+class ScoredHand:
+    hand: dict  # the answer's hand, in the film's coordinates
+    turns: int  # clockwise quarter turns that showed it upright
+    body: BodyPartResult
+
+
+async def score_hand(
+    pixels: np.ndarray, region: Region | None, models: Models, settings: Settings, timings: Timings
+) -> ScoredHand:
+    """Score the one hand of a film, or of its `region` (one side of a two-hand film); raises `ScoringError`.
 
     A film stored turned is found by showing the body-part model the film turned each way (four small views at
-    once) and trying the detector on the most hand-like turn, then the next; joint positions are reported in
-    the uploaded file's coordinates all the same. Raises `deepxray.imaging.ImagingError` (400/413/415) for
-    files that cannot be read and `ScoringError` (422) for images that are not a scorable hand. CPU-heavy steps
-    run in threads, so an event loop serving other requests is never blocked. `settings` None: `Settings()`.
+    once) and trying the detector on the most hand-like turn, then the next. Positions are reported in the
+    uploaded file's coordinates all the same. Step times are added to `timings`.
     """
-    settings = settings if settings is not None else Settings()
-    timings = timings if timings is not None else Timings()
     start = time.perf_counter()
-    image, view, header = await asyncio.to_thread(_prepare, data, settings)
-    timings.decode = time.perf_counter() - start
-
-    start = time.perf_counter()
+    image, view = await asyncio.to_thread(_normalised, pixels, region)
     seen = await asyncio.gather(*(models.classify(turn_view(view, turns)) for turns in range(4)))
     candidates = orientation_candidates(seen, settings)
-    timings.body_part = time.perf_counter() - start
+    timings.body_part += time.perf_counter() - start
 
     start = time.perf_counter()
     found, refusals = [], []
@@ -226,21 +231,107 @@ async def score_radiograph(
     # Where the hand stands upright under two turns (a film placed askew by about 45 degrees), the one with the
     # fingers straighter up is the film's, and the film as stored unless a turn is clearly straighter.
     centers, confidence, _, turns, body = min(found, key=lambda hand: hand[2] + (TURN_BIAS_DEG if hand[3] else 0))
-    timings.detect = time.perf_counter() - start
+    timings.detect += time.perf_counter() - start
     mirrored = body.label == "right_hand"
 
     start = time.perf_counter()
     crops = await asyncio.to_thread(joint_crops, image, centers, JOINT_NAMES, mirrored)
-    timings.crop = time.perf_counter() - start
+    timings.crop += time.perf_counter() - start
 
     start = time.perf_counter()
     # All ten crops go out at once: the scorer batches them (and crops of other requests) into one pass.
     probabilities = await asyncio.gather(*(models.score(crop) for crop in crops))
-    timings.score = time.perf_counter() - start
-    laterality = "R" if mirrored else "L"
-    hand = assemble_hand(laterality, centers, confidence, probabilities)
-    warnings = header_warnings(header, laterality)
-    return assemble_answer(body, [hand], 90 * turns, warnings, models.versions, request_id)
+    timings.score += time.perf_counter() - start
+    if region is not None:
+        centers = {name: (x + region.x0, y + region.y0) for name, (x, y) in centers.items()}
+    hand = assemble_hand("R" if mirrored else "L", centers, confidence, probabilities)
+    return ScoredHand(hand, turns, body)
+
+
+async def score_radiograph(
+    data: bytes,
+    models: Models,
+    settings: Settings | None = None,
+    request_id: str = "",
+    timings: Timings | None = None,
+) -> dict:
+    """Score every hand on one uploaded radiograph; returns the `/score` answer (a `ScoreAnswer`, as a dict).
+
+    A film of two hands side by side (`deepxray.hand_finder`) is scored side by side, both hands at once; a
+    hand found but not scorable is listed with its reason, and the film is refused only when no hand can be
+    scored. Raises `deepxray.imaging.ImagingError` (400/413/415) for files that cannot be read and
+    `ScoringError` (422) for images that are not a scorable hand. CPU-heavy steps run in threads, so an event
+    loop serving other requests is never blocked. `settings` None: `Settings()`. `timings`: step times, summed
+    over the hands of a film.
+    """
+    settings = settings if settings is not None else Settings()
+    timings = timings if timings is not None else Timings()
+    start = time.perf_counter()
+    pixels, header = await asyncio.to_thread(_prepare, data, settings)
+    regions = await asyncio.to_thread(find_hands, pixels)
+    timings.decode = time.perf_counter() - start
+
+    if regions:
+        sides = await asyncio.gather(
+            *(score_hand(pixels, region, models, settings, timings) for region in regions), return_exceptions=True
+        )
+        for side in sides:
+            if isinstance(side, BaseException) and not isinstance(side, ScoringError):
+                raise side  # a model that failed or timed out fails the film, as for a single hand
+        if any(_seen_as_hand(side) for side in sides):
+            return _two_hand_answer(regions, sides, header, models, request_id)
+        # No side shows a hand: the film is looked at whole (a single hand the finder split, or no hand at all).
+    scored = await score_hand(pixels, None, models, settings, timings)
+    warnings = header_warnings(header, [scored.hand["laterality"]])
+    return assemble_answer(scored.body, [scored.hand], 90 * scored.turns, warnings, models.versions, request_id)
+
+
+def _seen_as_hand(side: ScoredHand | ScoringError) -> bool:
+    """A side that the body-part model took for a hand, scored or not."""
+    if isinstance(side, ScoredHand):
+        return True
+    return side.extra.get("body_part", {}).get("label") in HAND_PARTS and not isinstance(side, NotAHandError)
+
+
+def _two_hand_answer(regions: list[Region], sides: list, header: DicomFacts | None, models: Models, request_id: str):
+    """The answer for a film the hand finder split: every scored hand, and why each other side was not."""
+    scored = [side for side in sides if isinstance(side, ScoredHand)]
+    refused = [(region, side) for region, side in zip(regions, sides, strict=True) if isinstance(side, ScoringError)]
+    if not scored:
+        hand_refusals = [side for _, side in refused if _seen_as_hand(side)]
+        reasons = "; ".join(
+            f"{where}: {side.detail}" for where, (_, side) in zip(_side_names(regions), refused, strict=True)
+        )
+        raise type(hand_refusals[0])(
+            f"Two hands were found on this film and neither could be scored ({reasons})", **hand_refusals[0].extra
+        )
+    hands_seen = [side.body for side in scored] + [
+        BodyPartResult(side.extra["body_part"]["label"], side.extra["body_part"]["probability"], [])
+        for _, side in refused
+        if _seen_as_hand(side)
+    ]
+    body = (
+        BodyPartResult(BOTH_HANDS, min(seen.probability for seen in hands_seen), [])
+        if len(hands_seen) > 1
+        else scored[0].body
+    )
+    ordered = sorted(scored, key=lambda side: side.hand["laterality"] != "L")
+    warnings = header_warnings(header, [side.hand["laterality"] for side in ordered])
+    if len({side.turns for side in ordered}) > 1:
+        warnings.append(
+            "The hands on this film were found turned differently ("
+            + ", ".join(f"{side.hand['laterality']} by {90 * side.turns} degrees" for side in ordered)
+            + "); orientation gives the first hand's."
+        )
+    not_scored = [{"box": region.box, "error": side.code, "detail": side.detail} for region, side in refused]
+    return assemble_answer(
+        body, [side.hand for side in ordered], 90 * ordered[0].turns, warnings, models.versions, request_id, not_scored
+    )
+
+
+def _side_names(regions: list[Region]) -> list[str]:
+    side_by_side = regions[0].y1 == regions[1].y1
+    return ["left side", "right side"] if side_by_side else ["upper side", "lower side"]
 
 
 def assemble_hand(laterality: str, centers, confidence, probabilities) -> dict:
@@ -268,9 +359,12 @@ def assemble_hand(laterality: str, centers, confidence, probabilities) -> dict:
     }
 
 
-def assemble_answer(body, hands: list[dict], rotated_deg: int, warnings: list[str], versions, request_id) -> dict:
+def assemble_answer(
+    body, hands: list[dict], rotated_deg: int, warnings: list[str], versions, request_id, not_scored=()
+) -> dict:
     """The `/score` answer, built as `ScoreAnswer` (so it is what the OpenAPI schema says), as a dict. The
-    top-level scores are the left hand's when the film shows one, else the only hand's."""
+    top-level scores are the left hand's when the film shows one, else the only hand's; `not_scored`: hands
+    found but refused, with their reasons."""
     hands = sorted(hands, key=lambda hand: hand["laterality"] != "L")
     first = hands[0]
     answer = ScoreAnswer(
@@ -280,6 +374,7 @@ def assemble_answer(body, hands: list[dict], rotated_deg: int, warnings: list[st
         laterality=first["laterality"],
         joints=first["joints"],
         hands=hands,
+        hands_not_scored=list(not_scored),
         orientation={"rotated_deg": rotated_deg},
         warnings=warnings,
         models=dict(versions),

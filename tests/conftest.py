@@ -4,6 +4,7 @@ directory of the session's own for whatever libraries and subprocesses write the
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing.util
 import os
 import socket
@@ -12,6 +13,7 @@ import tempfile
 import zlib
 from pathlib import Path
 
+import cv2
 import pytest
 
 from deepxray.phantoms.phantom import Phantom, render_phantom
@@ -97,6 +99,27 @@ def png_declaring(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", pixels) + _png_chunk(b"IEND", b"")
 
 
+def scaled_phantom(phantom: Phantom, shape: tuple[int, int]) -> Phantom:
+    """`phantom` with its film resized to `shape` (rows, columns) and its labels moved along."""
+    height, width = phantom.image.shape[:2]
+    sx, sy = shape[1] / width, shape[0] / height
+
+    def move(centers):
+        return {name: ((x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5) for name, (x, y) in centers.items()}
+
+    hands = [
+        dataclasses.replace(hand, centers=move(hand.centers), columns=tuple(round(c * sx) for c in hand.columns))
+        for hand in phantom.hands or []
+    ]
+    return dataclasses.replace(
+        phantom,
+        image=cv2.resize(phantom.image, (shape[1], shape[0]), interpolation=cv2.INTER_AREA),
+        pixel_spacing_mm=phantom.pixel_spacing_mm / sx if phantom.pixel_spacing_mm else None,
+        centers=move(phantom.centers) if phantom.centers else None,
+        hands=hands or None,
+    )
+
+
 class Radiographs:
     """Phantoms written as upload files, rendered once per session."""
 
@@ -106,10 +129,12 @@ class Radiographs:
         self._files: dict[tuple, bytes] = {}
 
     def phantom(self, body_part: str, index: int = 0, shape: tuple[int, int] | None = None) -> Phantom:
-        """The phantom (seed 7); `shape` None is full size (2560 x 2048)."""
+        """The phantom (seed 7); `shape` None is full size (2560 x 2048), else the full film scaled down to
+        `shape` (a whole film at a lower resolution, as a small scan of a film looks)."""
         key = (body_part, index, shape)
         if key not in self._phantoms:
-            self._phantoms[key] = render_phantom(7, index, body_part, **({"shape": shape} if shape else {}))
+            full = self._phantoms.get((body_part, index, None)) or render_phantom(7, index, body_part)
+            self._phantoms[key] = full if shape is None else scaled_phantom(full, shape)
         return self._phantoms[key]
 
     def file(

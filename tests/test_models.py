@@ -79,14 +79,15 @@ def test_save_and_reload_give_the_same_outputs(name, tmp_path):
 
 
 def test_training_and_serving_preprocess_a_file_identically(tmp_path):
-    from deepxray.pipeline import _prepare
+    from deepxray.pipeline import _normalised, _prepare
     from deepxray.settings import Settings
 
     generate_dataset(tmp_path, 1, "right_hand", GenerationSettings(seed=3), workers=1, progress=False)
     record = read_manifest(tmp_path)[0]
     example = ManifestSource.open(tmp_path).example((0, record))
 
-    image, served_body_view, _header = _prepare((tmp_path / record["file"]).read_bytes(), Settings())
+    pixels, _header = _prepare((tmp_path / record["file"]).read_bytes(), Settings())
+    image, served_body_view = _normalised(pixels, None)
     centers = {name: tuple(record["joints"][name]["center"]) for name in JOINT_NAMES}
     served_view = detector_view(image, mirrored=True)
     served_crops = joint_crops(image, centers, JOINT_NAMES, True, out_size=CONTEXT_CROP_SIZE, context=CROP_CONTEXT)

@@ -161,8 +161,9 @@ def test_left_hand_gets_the_contract_answer(left_hand):
     response = post(client_for(models), data)
     assert response.status_code == 200, response.text
     answer = response.json()
-    assert list(answer) == ["scores", "total", "body_part", "laterality", "joints", "hands", "orientation", "warnings",
-                            "models", "request_id", "notice"]  # fmt: skip
+    assert list(answer) == ["scores", "total", "body_part", "laterality", "joints", "hands", "hands_not_scored",
+                            "orientation", "warnings", "models", "request_id", "notice"]  # fmt: skip
+    assert answer["hands_not_scored"] == []
     (hand,) = answer["hands"]  # one hand: the top level is that hand
     assert {key: hand[key] for key in ("laterality", "scores", "total", "joints")} == {
         key: answer[key] for key in ("laterality", "scores", "total", "joints")

@@ -17,7 +17,10 @@ class _Answer(BaseModel):
 
 
 class BodyPartAnswer(_Answer):
-    label: str = Field(description="What the body-part model saw: left_hand, right_hand, chest, foot, ...")
+    label: str = Field(
+        description="What the body-part model saw: left_hand, right_hand, chest, foot, ...; both_hands for a film of "
+        "two hands (probability: the lower of the two)"
+    )
     probability: float = Field(ge=0.0, le=1.0, description="Its calibrated probability")
 
 
@@ -42,6 +45,12 @@ class HandAnswer(_Answer):
     confidence: float = Field(ge=0.0, le=1.0, description="The least of its ten joints' detector confidences")
 
 
+class HandNotScored(_Answer):
+    box: list[float] = Field(description="The part of the film [x0, y0, x1, y1] where the hand was found")
+    error: str = Field(description="Why it was not scored, as a code (joints_not_found, implausible_joints, ...)")
+    detail: str = Field(description="Why it was not scored, as a sentence")
+
+
 class OrientationAnswer(_Answer):
     rotated_deg: Literal[0, 90, 180, 270] = Field(
         description="How far the film was turned (clockwise) to show the hands upright to the models"
@@ -60,6 +69,9 @@ class ScoreAnswer(_Answer):
     laterality: Literal["L", "R"] = Field(description="L, or R for a right hand (mirrored and scored)")
     joints: dict[str, JointAnswer]
     hands: list[HandAnswer] = Field(min_length=1, description="Every hand scored on the film, left hand first")
+    hands_not_scored: list[HandNotScored] = Field(
+        description="Hands found on the film but not scored (cut off, joints not found, ...), with the reason"
+    )
     orientation: OrientationAnswer
     warnings: list[str] = Field(description="Sentences on evidence that disagrees, e.g. the DICOM header's laterality")
     models: dict[str, str] = Field(description="`name@version` of each model that made this answer")
