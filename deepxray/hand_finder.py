@@ -27,6 +27,7 @@ BAND = (0.15, 0.85)
 # The split is looked for in the middle of the film, not where one hand's thumb reaches the edge.
 SPLIT_SEARCH = (0.3, 0.7)
 MAX_GAP_TISSUE = 0.05  # share of tissue rows in the background column between the hands
+MIN_GAP_WIDTH = 0.04  # share of the film's width that such columns span (two-hand phantoms: 0.09 and more)
 MIN_SIDE_SHARE = 0.18  # least share of the film's tissue on each side (two-hand films: 0.22 and more)
 SHUTTER_LEVEL = 0.85  # collimator shutters: flat and this bright (normalised), counted as no tissue
 SHUTTER_FLATNESS = 0.05  # std of a shutter column or row
@@ -80,17 +81,30 @@ def _split(view: np.ndarray) -> int | None:
     if height < 16 or width < 16:
         return None
     band = view[int(BAND[0] * height) : int(BAND[1] * height)]
-    tissue = (band > background_level(band)).mean(axis=0)
-    tissue[(np.median(band, axis=0) >= SHUTTER_LEVEL) & (band.std(axis=0) < SHUTTER_FLATNESS)] = 0.0
-    tissue = np.convolve(tissue, np.ones(5) / 5, mode="same")
+    tissue = np.convolve((band > background_level(band)).mean(axis=0), np.ones(5) / 5, mode="same")
+    # A shutter strip between the hands (two exposures on one film) is no tissue, nor its blurred edges.
+    shutter = (np.median(band, axis=0) >= SHUTTER_LEVEL) & (band.std(axis=0) < SHUTTER_FLATNESS)
+    tissue[np.convolve(shutter, np.ones(9), mode="same") > 0] = 0.0
     lo, hi = int(SPLIT_SEARCH[0] * width), int(SPLIT_SEARCH[1] * width)
     split = lo + int(np.argmin(tissue[lo:hi]))
     total = tissue.sum()
-    if total <= 0 or tissue[split] > MAX_GAP_TISSUE:
+    gap = tissue <= MAX_GAP_TISSUE
+    if total <= 0 or not gap[split] or _run_length(gap, split) < MIN_GAP_WIDTH * width:
         return None
     if min(tissue[:split].sum(), tissue[split:].sum()) / total < MIN_SIDE_SHARE:
         return None
     return split
+
+
+def _run_length(flags: np.ndarray, at: int) -> int:
+    """How many neighbouring entries around `at` (itself included) are true, as one run."""
+    left = at
+    while left > 0 and flags[left - 1]:
+        left -= 1
+    right = at
+    while right < len(flags) - 1 and flags[right + 1]:
+        right += 1
+    return right - left + 1
 
 
 def background_level(pixels: np.ndarray, bins: int = 64) -> float:

@@ -278,54 +278,50 @@ async def score_radiograph(
         for side in sides:
             if isinstance(side, BaseException) and not isinstance(side, ScoringError):
                 raise side  # a model that failed or timed out fails the film, as for a single hand
-        if any(_seen_as_hand(side) for side in sides):
-            return _two_hand_answer(regions, sides, header, models, request_id)
+        if any(_found_hand(side) for side in sides):
+            return _answer_for_sides(regions, sides, header, models, request_id)
         # No side shows a hand: the film is looked at whole (a single hand the finder split, or no hand at all).
     scored = await score_hand(pixels, None, models, settings, timings)
     warnings = header_warnings(header, [scored.hand["laterality"]])
     return assemble_answer(scored.body, [scored.hand], 90 * scored.turns, warnings, models.versions, request_id)
 
 
-def _seen_as_hand(side: ScoredHand | ScoringError) -> bool:
-    """A side that the body-part model took for a hand, scored or not."""
+def _found_hand(side: ScoredHand | ScoringError) -> bool:
+    """A side of the film that shows a hand: scored, or accepted as a hand by the body-part model and refused
+    by a later step (joints not found, not a hand's layout, orientation unclear: a hand cut off, say)."""
     if isinstance(side, ScoredHand):
         return True
-    return side.extra.get("body_part", {}).get("label") in HAND_PARTS and not isinstance(side, NotAHandError)
+    return not isinstance(side, NotAHandError) and side.extra.get("body_part", {}).get("label") in HAND_PARTS
 
 
-def _two_hand_answer(regions: list[Region], sides: list, header: DicomFacts | None, models: Models, request_id: str):
-    """The answer for a film the hand finder split: every scored hand, and why each other side was not."""
+def _answer_for_sides(regions: list[Region], sides: list, header, models: Models, request_id: str):
+    """The answer for a film the hand finder split: every scored hand, every other hand found with the reason
+    it was not scored, and a warning for a side that showed no hand. 422 when no hand could be scored."""
+    names = _side_names(regions)
     scored = [side for side in sides if isinstance(side, ScoredHand)]
-    refused = [(region, side) for region, side in zip(regions, sides, strict=True) if isinstance(side, ScoringError)]
+    refused = [(name, region, side) for name, region, side in zip(names, regions, sides, strict=True)
+               if isinstance(side, ScoringError)]  # fmt: skip
+    hands_refused = [(name, region, side) for name, region, side in refused if _found_hand(side)]
     if not scored:
-        hand_refusals = [side for _, side in refused if _seen_as_hand(side)]
-        reasons = "; ".join(
-            f"{where}: {side.detail}" for where, (_, side) in zip(_side_names(regions), refused, strict=True)
-        )
-        raise type(hand_refusals[0])(
-            f"Two hands were found on this film and neither could be scored ({reasons})", **hand_refusals[0].extra
-        )
-    hands_seen = [side.body for side in scored] + [
+        reasons = "; ".join(f"{name}: {side.detail}" for name, _, side in refused)
+        first = hands_refused[0][2]
+        raise type(first)(f"No hand on this film could be scored ({reasons})", **first.extra)
+    found = [side.body for side in scored] + [
         BodyPartResult(side.extra["body_part"]["label"], side.extra["body_part"]["probability"], [])
-        for _, side in refused
-        if _seen_as_hand(side)
+        for _, _, side in hands_refused
     ]
-    body = (
-        BodyPartResult(BOTH_HANDS, min(seen.probability for seen in hands_seen), [])
-        if len(hands_seen) > 1
-        else scored[0].body
-    )
+    body = BodyPartResult(BOTH_HANDS, min(seen.probability for seen in found), []) if len(found) > 1 else found[0]
     ordered = sorted(scored, key=lambda side: side.hand["laterality"] != "L")
     warnings = header_warnings(header, [side.hand["laterality"] for side in ordered])
+    warnings += [f"The {name} of the film was not scored: {side.detail}" for name, _, side in refused
+                 if not _found_hand(side)]  # fmt: skip
     if len({side.turns for side in ordered}) > 1:
-        warnings.append(
-            "The hands on this film were found turned differently ("
-            + ", ".join(f"{side.hand['laterality']} by {90 * side.turns} degrees" for side in ordered)
-            + "); orientation gives the first hand's."
-        )
-    not_scored = [{"box": region.box, "error": side.code, "detail": side.detail} for region, side in refused]
+        turns = ", ".join(f"the {side.hand['laterality']} hand by {90 * side.turns} degrees" for side in ordered)
+        warnings.append(f"The hands on this film were found turned differently ({turns}); orientation gives the first.")
+    not_scored = [{"box": region.box, "error": side.code, "detail": side.detail} for _, region, side in hands_refused]
+    rotated_deg = 90 * ordered[0].turns
     return assemble_answer(
-        body, [side.hand for side in ordered], 90 * ordered[0].turns, warnings, models.versions, request_id, not_scored
+        body, [side.hand for side in ordered], rotated_deg, warnings, models.versions, request_id, not_scored
     )
 
 
