@@ -217,6 +217,35 @@ def test_a_mirrored_left_hand_is_scored_as_the_right_hand_it_shows(served, radio
     assert_scored(served, served.post(cv2.imencode(".png", mirrored)[1].tobytes(), name="m.png"), laterality="R")
 
 
+@pytest.mark.parametrize("quarter_turns", [0, 1])
+def test_a_film_of_both_hands_answers_every_hand(served, radiographs, quarter_turns):
+    """Both hands side by side (and the same film stored turned): two hands, left first, as the schema says,
+    each where it lies on the uploaded file."""
+    import cv2
+    import numpy as np
+
+    phantom = radiographs.phantom("both_hands")
+    stored = np.ascontiguousarray(np.rot90(phantom.image, quarter_turns))
+    response = served.post(cv2.imencode(".png", stored)[1].tobytes(), name="both.png")
+    if response.status_code == 422 and not served.trained:
+        assert_error(response, 422, "not_a_hand", "joints_not_found", "implausible_joints")
+        return
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    ScoreAnswer.model_validate(answer)
+    assert answer["body_part"]["label"] == "both_hands" and answer["notice"] == RESEARCH_NOTICE
+    assert [hand["laterality"] for hand in answer["hands"]] == ["L", "R"] and answer["hands_not_scored"] == []
+    assert answer["scores"] == answer["hands"][0]["scores"] and answer["laterality"] == "L"
+    if served.trained:
+        assert answer["orientation"] == {"rotated_deg": 90 * quarter_turns}
+        width = phantom.image.shape[1]
+        for hand, truth in zip(answer["hands"], phantom.hands, strict=True):
+            for name in JOINT_NAMES:  # stored counter-clockwise: (x, y) -> (y, width - 1 - x)
+                x, y = truth.centers[name]
+                expected = (y, width - 1 - x) if quarter_turns else (x, y)
+                assert np.hypot(*np.subtract(hand["joints"][name]["center"], expected)) < 150, name
+
+
 def test_right_hand(served, radiographs):
     assert_scored(served, served.post(radiographs.file("right_hand", "png"), name="right.png"), laterality="R")
 
