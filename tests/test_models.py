@@ -237,8 +237,11 @@ def test_golden_phantoms_get_their_recorded_answers():
         if want["status"] != 200:
             assert got["error"] == want["error"]
             continue
-        for name in JOINT_NAMES:
-            np.testing.assert_allclose(got["probabilities"][name], want["probabilities"][name], atol=atol)
-            margin = np.sort(want["probabilities"][name])[-2:]
-            if margin[1] - margin[0] > 2 * atol:  # a clear winner must stay the winner
-                assert got["scores"][name] == want["scores"][name]
+        assert [hand["laterality"] for hand in got["hands"]] == [hand["laterality"] for hand in want["hands"]]
+        for got_hand, want_hand in zip(got["hands"], want["hands"], strict=True):
+            for name in JOINT_NAMES:
+                probabilities = want_hand["probabilities"][name]
+                np.testing.assert_allclose(got_hand["probabilities"][name], probabilities, atol=atol)
+                margin = np.sort(probabilities)[-2:]
+                if margin[1] - margin[0] > 2 * atol:  # a clear winner must stay the winner
+                    assert got_hand["scores"][name] == want_hand["scores"][name]

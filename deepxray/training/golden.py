@@ -14,7 +14,8 @@ from pathlib import Path
 import cv2
 
 GOLDEN_SEED = 4242
-# (index, body part, score distribution): hands with every grade, a right hand, and two images to refuse.
+# (index, body part, score distribution): hands with every grade, a right hand, a film of both hands, and two
+# images to refuse.
 GOLDEN_IMAGES = (
     (0, "left_hand", "balanced"),
     (1, "left_hand", "balanced"),
@@ -22,17 +23,19 @@ GOLDEN_IMAGES = (
     (3, "right_hand", "balanced"),
     (4, "chest", "clinical"),
     (5, "not_radiograph", "clinical"),
+    (6, "both_hands", "balanced"),
 )
 PROBABILITY_ATOL = 0.02
 
 
-def golden_png(index: int, body_part: str, distribution: str) -> tuple[bytes, dict | None]:
-    """The image as 16-bit PNG bytes (8-bit for pictures), and its true scores."""
+def golden_png(index: int, body_part: str, distribution: str) -> tuple[bytes, list[dict] | None]:
+    """The image as 16-bit PNG bytes (8-bit for pictures), and the true scores of each hand on it."""
     from deepxray.phantoms.phantom import render_phantom
 
     phantom = render_phantom(GOLDEN_SEED, index, body_part, distribution)
     image = cv2.cvtColor(phantom.image, cv2.COLOR_RGB2BGR) if phantom.image.ndim == 3 else phantom.image
-    return cv2.imencode(".png", image)[1].tobytes(), phantom.scores
+    truth = [hand.scores for hand in phantom.hands] if phantom.hands else None
+    return cv2.imencode(".png", image)[1].tobytes(), truth
 
 
 async def golden_answers(models) -> list[dict]:
@@ -48,8 +51,14 @@ async def golden_answers(models) -> list[dict]:
             entry |= {
                 "status": 200,
                 "body_part_probability": answer["body_part"]["probability"],
-                "scores": answer["scores"],
-                "probabilities": {name: joint["probabilities"] for name, joint in answer["joints"].items()},
+                "hands": [
+                    {
+                        "laterality": hand["laterality"],
+                        "scores": hand["scores"],
+                        "probabilities": {name: joint["probabilities"] for name, joint in hand["joints"].items()},
+                    }
+                    for hand in answer["hands"]
+                ],
             }
         except ScoringError as error:
             entry |= {"status": error.status, "error": error.code}
