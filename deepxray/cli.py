@@ -19,6 +19,7 @@ def _phantoms_generate(args: argparse.Namespace) -> int:
         dicom_compression=args.dicom_compression,
         presentation_lut=args.presentation_lut.upper() if args.presentation_lut else None,
         dicom_preamble=args.dicom_preamble if args.dicom_preamble != "none" else None,
+        stored=args.stored,
     )
     manifest = generate_dataset(args.out, args.n, args.body_parts, settings, workers=args.workers)
     print(f"wrote {args.n} images and {manifest}")
@@ -111,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="DICOM only: write Presentation LUT Shape (default: none written)")  # fmt: skip
     gen.add_argument("--dicom-preamble", choices=("none", "tiff"), default="none",
                      help="DICOM only: 'tiff' writes dual-personality DICOM/TIFF files (uncompressed)")  # fmt: skip
+    gen.add_argument("--stored", choices=("upright", "turned90", "turned180", "turned270", "mirrored", "any"),
+                     default="upright", help="films stored turned (counter-clockwise) or mirrored; labels follow; "
+                     "any: one of them per image")  # fmt: skip
     gen.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     gen.set_defaults(func=_phantoms_generate)
 

@@ -108,7 +108,9 @@ def scaled_phantom(phantom: Phantom, shape: tuple[int, int]) -> Phantom:
         return {name: ((x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5) for name, (x, y) in centers.items()}
 
     hands = [
-        dataclasses.replace(hand, centers=move(hand.centers), columns=tuple(round(c * sx) for c in hand.columns))
+        dataclasses.replace(
+            hand, centers=move(hand.centers), box=(*_scaled(hand.box[:2], sx, sy), *_scaled(hand.box[2:], sx, sy))
+        )
         for hand in phantom.hands or []
     ]
     return dataclasses.replace(
@@ -118,6 +120,10 @@ def scaled_phantom(phantom: Phantom, shape: tuple[int, int]) -> Phantom:
         centers=move(phantom.centers) if phantom.centers else None,
         hands=hands or None,
     )
+
+
+def _scaled(xy, sx: float, sy: float) -> tuple[int, int]:
+    return round(xy[0] * sx), round(xy[1] * sy)
 
 
 class Radiographs:

@@ -99,7 +99,7 @@ def test_a_hand_cut_off_by_the_film_edge_is_reported_with_its_reason(shipped_mod
     """The second hand cut through its fingers: the first is scored; the cut one is listed with why it was not
     scored (or, where the body-part model took that side for no hand at all, named in a warning)."""
     phantom = render_phantom(13, 1, "both_hands")
-    far = next(hand for hand in phantom.hands if hand.columns[0] > 0)
+    far = next(hand for hand in phantom.hands if hand.box[0] > 0)
     near = next(hand for hand in phantom.hands if hand is not far)
     answer = score(shipped_models, png(phantom.image[:, : int(far.centers["mcp3"][0])]))
     assert [hand["laterality"] for hand in answer["hands"]] == [near.laterality]

@@ -297,3 +297,38 @@ def test_cli_writes_dual_personality_dicom_with_presentation_lut_and_records_it(
     assert main(["phantoms", "generate", "--n", "1", "--out", str(tmp_path / "x"), "--format", "dicom",
                  "--dicom-compression", "rle", "--dicom-preamble", "tiff"]) == 2  # fmt: skip
     assert "uncompressed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_film_of_both_hands_labels_each_hand_in_its_own_half(tmp_path):
+    generate_dataset(tmp_path, 2, "both_hands", GenerationSettings(seed=4, file_format="dicom"), workers=1,
+                     progress=False)  # fmt: skip
+    for record in read_manifest(tmp_path):
+        assert record["body_part"] == "both_hands" and record["joints"] is None
+        assert [hand["laterality"] for hand in record["hands"]] == ["L", "R"]
+        for hand in record["hands"]:
+            x0, y0, x1, y1 = hand["box"]
+            assert x1 - x0 == record["width"] // 2 and (y0, y1) == (0, record["height"])
+            assert all(x0 <= j["center"][0] < x1 and y0 <= j["center"][1] < y1 for j in hand["joints"].values())
+        assert pydicom.dcmread(tmp_path / record["file"]).ImageLaterality == "B"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["turned90", "turned180", "turned270", "mirrored"])
+def test_a_film_stored_turned_or_mirrored_keeps_its_labels_on_the_joints(how):
+    from deepxray.phantoms.stored import store
+
+    upright = render_phantom(5, 0, "both_hands")
+    stored = store(upright, how)
+    assert stored.extra["stored"] == how
+    flipped = {"L": "R", "R": "L"} if how == "mirrored" else {"L": "L", "R": "R"}
+    for hand in upright.hands:  # each joint's pixel is the same pixel of the film, wherever the film put it
+        moved = next(h for h in stored.hands if h.laterality == flipped[hand.laterality])
+        for name in JOINT_NAMES:
+            (x, y), (sx, sy) = hand.centers[name], moved.centers[name]
+            assert stored.image[round(sy), round(sx)] == upright.image[round(y), round(x)], name
+            x0, y0, x1, y1 = moved.box
+            assert x0 <= sx < x1 and y0 <= sy < y1
+    single = store(render_phantom(5, 1, "left_hand"), how)
+    assert single.laterality == single.hands[0].laterality == ("R" if how == "mirrored" else "L")
+    assert single.body_part == ("right_hand" if how == "mirrored" else "left_hand")

@@ -34,7 +34,7 @@ class FilmHand:
     laterality: str
     scores: dict[str, int]
     centers: dict[str, tuple[float, float]]
-    columns: tuple[int, int]  # the half of the film it was rendered in: [x0, x1)
+    box: tuple[int, int, int, int]  # the part of the film it was rendered in: x0, y0, x1, y1 (x1, y1 excluded)
 
 
 def render_both_hands(
@@ -64,7 +64,7 @@ def render_both_hands(
         x0 = column * half
         film[:, x0 : x0 + half] = hand.image[:height]
         centers = {name: (x + x0, y) for name, (x, y) in hand.centers.items()}
-        hands.append(FilmHand(laterality, hand.scores, centers, (x0, x0 + half)))
+        hands.append(FilmHand(laterality, hand.scores, centers, (x0, 0, x0 + half, height)))
     if width > 2 * half:  # an odd width: the last column repeats its neighbour
         film[:, 2 * half :] = film[:, 2 * half - 1 : 2 * half]
     hands.sort(key=lambda hand: hand.laterality != "L")

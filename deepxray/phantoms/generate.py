@@ -13,6 +13,7 @@ import numpy as np
 
 from deepxray.labels import BODY_PARTS, BOTH_HANDS, JOINT_NAMES
 from deepxray.phantoms.phantom import DEFAULT_SHAPE, Phantom, render_phantom
+from deepxray.phantoms.stored import STORED, store
 from deepxray.phantoms.writers import (
     EXTENSIONS,
     PRESENTATION_LUT_SHAPES,
@@ -43,6 +44,8 @@ class GenerationSettings:
     # the File Preamble: None (zeros) or "tiff" (dual-personality files, uncompressed only).
     presentation_lut: str | None = None
     dicom_preamble: str | None = None
+    # How each film is stored: upright, turned90/180/270, mirrored (`deepxray.phantoms.stored`), or "any" of them.
+    stored: str = "upright"
 
     def __post_init__(self):
         # Checked here, not in the workers: a bad combination fails before any file is written.
@@ -50,6 +53,8 @@ class GenerationSettings:
             raise ValueError(f"presentation_lut must be None or one of {PRESENTATION_LUT_SHAPES}")
         if self.dicom_preamble not in (None, TIFF_PREAMBLE):
             raise ValueError(f"dicom_preamble must be None or {TIFF_PREAMBLE!r}")
+        if self.stored not in (*STORED, "any"):
+            raise ValueError(f"stored must be one of {', '.join(STORED)} or any")
         if self.dicom_preamble == TIFF_PREAMBLE and self.dicom_compression != "none":
             raise ValueError("a TIFF preamble needs uncompressed DICOM (--dicom-compression none)")
 
@@ -85,7 +90,9 @@ def plan_body_parts(n: int, weights: dict[str, float], seed: int) -> list[str]:
 
 def manifest_record(phantom: Phantom, file: str, index: int, settings: GenerationSettings, **extra) -> dict:
     """One manifest line: the file and everything known about it. `hands` labels every hand on the film (left
-    hand first); a single-hand film also keeps its hand's `laterality` and `joints` at the top level."""
+    hand first); a single-hand film also keeps its hand's `laterality` and `joints` at the top level. Positions
+    are in the file as stored (`stored`: upright, turned, mirrored), and a mirrored hand's laterality is the
+    one its mirror image shows."""
     image = phantom.image
     record = {
         "file": file,
@@ -102,13 +109,14 @@ def manifest_record(phantom: Phantom, file: str, index: int, settings: Generatio
         "distribution": settings.distribution if phantom.hands else None,
         "joints": None,
         "hands": None,
+        "stored": phantom.extra.get("stored", "upright"),
         **extra,
     }
     if phantom.hands is not None:
         record["hands"] = [
             {
                 "laterality": hand.laterality,
-                "columns": list(hand.columns),
+                "box": list(hand.box),
                 "joints": {
                     name: {"center": [round(c, 2) for c in hand.centers[name]], "score": hand.scores[name]}
                     for name in JOINT_NAMES
@@ -128,6 +136,12 @@ def manifest_record(phantom: Phantom, file: str, index: int, settings: Generatio
 def write_phantom(out_dir: Path, index: int, body_part: str, settings: GenerationSettings) -> dict:
     """Render and write image `index`; returns its manifest record."""
     phantom = render_phantom(settings.seed, index, body_part, settings.distribution, settings.shape)
+    how = settings.stored
+    if how == "any":  # drawn from its own stream, so the choice leaves the image's other draws alone
+        how = str(
+            np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(index, 2**30))).choice(list(STORED))
+        )
+    phantom = store(phantom, how)
     file = f"{index:05d}{EXTENSIONS[settings.file_format]}"
     path = out_dir / file
     extra = {}

@@ -87,7 +87,7 @@ def render_phantom(
             scores=hand.scores,
             centers=hand.centers,
             extra={"ring": hand.ring, "marker": hand.marker, "destroyed_share": hand.destroyed_share},
-            hands=[FilmHand(hand.laterality, hand.scores, hand.centers, (0, shape[1]))],
+            hands=[FilmHand(hand.laterality, hand.scores, hand.centers, (0, 0, shape[1], shape[0]))],
         )
     if body_part == "not_radiograph":
         kind = str(rng["kind"].choice(others.NOT_RADIOGRAPHS))
