@@ -1,4 +1,5 @@
-"""A contact sheet of phantoms: every class, and the same joints at every erosion score, side by side."""
+"""A contact sheet of phantoms: every class, films as registries hold them (both hands, stored turned or mirrored),
+and the same joints at every erosion score, side by side."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from deepxray.labels import JOINT_NAMES
 from deepxray.phantoms.phantom import render_phantom
+from deepxray.phantoms.stored import store
 from deepxray.phantoms.writers import to_8bit
 
 TILE = (240, 300)  # width, height of a class tile
@@ -51,6 +53,17 @@ def _class_row(seed: int) -> np.ndarray:
     return np.hstack(tiles)
 
 
+def _registry_row(seed: int) -> np.ndarray:
+    wanted = [("both_hands", "upright"), ("both_hands", "turned90"), ("left_hand", "turned270"),
+              ("left_hand", "mirrored")]  # fmt: skip
+    tiles = []
+    for index, (body_part, how) in enumerate(wanted):
+        phantom = store(render_phantom(seed, index, body_part), how)
+        size = (2 * TILE[0], TILE[1]) if phantom.image.shape[1] > phantom.image.shape[0] else TILE
+        tiles.append(_label(_fit(_grey8(phantom.image), size), f"{body_part} {how}"))
+    return np.hstack(tiles)
+
+
 def _score_row(seed: int, index: int, joint: str) -> np.ndarray:
     tiles = []
     for score in range(6):
@@ -68,8 +81,8 @@ def _score_row(seed: int, index: int, joint: str) -> np.ndarray:
 def make_contact_sheet(out: Path, seed: int = 7) -> Path:
     """Write the sheet as an 8-bit PNG and return its path."""
     classes = _class_row(seed)
-    rows = [_score_row(seed, 0, "mcp2"), _score_row(seed, 1, "pip3"), _score_row(seed, 2, "mcp5")]
-    width = max(classes.shape[1], rows[0].shape[1])
+    rows = [_registry_row(seed), _score_row(seed, 0, "mcp2"), _score_row(seed, 1, "pip3"), _score_row(seed, 2, "mcp5")]
+    width = max(classes.shape[1], *(row.shape[1] for row in rows))
     sheet = np.vstack([np.pad(r, ((0, 4), (0, width - r.shape[1]))) for r in [classes, *rows]])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
