@@ -1,6 +1,7 @@
 """Latency of one radiograph: the whole pipeline in one process against the served application over HTTP.
 
-For the same full-size (2560 x 2048) 16-bit PNG phantom of a left hand, and a JPEG of it:
+For the same full-size (2560 x 2048) 16-bit PNG phantom of a left hand, a JPEG of it, and a 16-bit PNG film of
+both hands (2560 x 3584, each hand scored on its own):
 
 - in-process: `local_models` + `deepxray.pipeline.score_radiograph` on the file's bytes (decode included), the
   TensorFlow threads set to all cores, after warm-up;
@@ -38,11 +39,14 @@ def phantom_files(seed: int) -> dict[str, bytes]:
     from deepxray.phantoms.writers import write_jpeg, write_png
 
     phantom = render_phantom(seed, 0, "left_hand")
+    both = render_phantom(seed, 0, "both_hands")
     files = {}
     with tempfile.TemporaryDirectory() as folder:
-        for name, writer, suffix in (("png16", write_png, ".png"), ("jpeg", write_jpeg, ".jpg")):
-            path = Path(folder) / f"hand{suffix}"
-            writer(path, phantom.image)
+        for name, image, writer, suffix in (("png16", phantom.image, write_png, ".png"),
+                                            ("jpeg", phantom.image, write_jpeg, ".jpg"),
+                                            ("png16_both_hands", both.image, write_png, ".png")):  # fmt: skip
+            path = Path(folder) / f"{name}{suffix}"
+            writer(path, image)
             files[name] = path.read_bytes()
     return files
 
@@ -148,12 +152,12 @@ def main() -> None:
             sys.exit(f"serve_latency: {error}")
         remote = served(files, url, args.runs, args.warmup)
         print(f"\n{os.cpu_count()} cores; models {models_dir}; {args.runs} runs after {args.warmup} warm-up; ms")
-        print(f"{'file':22s} {'in-process p50':>15s} {'p95':>7s}   {'served p50':>11s} {'p95':>7s}   {'ratio p50':>9s}")
+        print(f"{'file':28s} {'in-process p50':>15s} {'p95':>7s}   {'served p50':>11s} {'p95':>7s}   {'ratio p50':>9s}")
         for name, data in files.items():
             lt, rt = local[name], remote[name]
             label = f"{name} ({len(data) / 2**20:.1f} MiB)"
             print(
-                f"{label:22s} {1000 * lt.p50:15.0f} {1000 * lt.p95:7.0f}   {1000 * rt.p50:11.0f} "
+                f"{label:28s} {1000 * lt.p50:15.0f} {1000 * lt.p95:7.0f}   {1000 * rt.p50:11.0f} "
                 f"{1000 * rt.p95:7.0f}   {rt.p50 / lt.p50:9.2f}"
             )
             if lt.outcome != "200" or rt.outcome != "200":
