@@ -10,7 +10,8 @@ Typical use::
 """
 
 from evaluation.bootstrap import ImageResampler, bootstrap_ci, paired_difference_ci
-from evaluation.data import LabelledImage, load_labels
+from evaluation.data import LabelledHand, LabelledImage, load_labels
+from evaluation.hands import pair_hands
 from evaluation.metrics import (
     ClassMetrics,
     body_part_summary,
@@ -22,13 +23,15 @@ from evaluation.metrics import (
     soft_accuracy,
 )
 from evaluation.report import write_heatmap, write_report
-from evaluation.results import NOTICE, ImageResult, compare_results, summarise
+from evaluation.results import NOTICE, HandResult, ImageResult, compare_results, summarise
 
 __all__ = [
     "NOTICE",
     "ClassMetrics",
+    "HandResult",
     "ImageResampler",
     "ImageResult",
+    "LabelledHand",
     "LabelledImage",
     "body_part_summary",
     "bootstrap_ci",
@@ -38,6 +41,7 @@ __all__ = [
     "exact_accuracy",
     "load_labels",
     "localisation_rates",
+    "pair_hands",
     "paired_difference_ci",
     "per_class",
     "soft_accuracy",

@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from deepxray.imaging.crop import mcp_spacing
-from deepxray.labels import BODY_PARTS, HAND_PARTS, MCP_NEIGHBOURS, RATINGEN_CLASSES
+from deepxray.labels import BODY_PARTS, BOTH_HANDS, HAND_PARTS, MCP_NEIGHBOURS, RATINGEN_CLASSES
 from evaluation.bootstrap import bootstrap_ci, paired_difference_ci
 
 SOFT_TOLERANCE = 1
@@ -348,7 +348,12 @@ BODY_PART_COUNTS: tuple[str, ...] = (
     "non_hands_accepted",
     "right_hands",
     "right_hands_accepted",
+    "both_hands",
+    "both_hands_refused",
 )
+# Labels of a film in the body-part figures: the body-part model's classes, and a film of both hands (a hand film:
+# accepted when at least one of its hands was scored).
+FILM_LABELS: tuple[str, ...] = (*BODY_PARTS, BOTH_HANDS)
 
 
 def body_part_indicators(
@@ -358,13 +363,13 @@ def body_part_indicators(
     if not len(true_parts) == len(pred_parts) == len(accepted):
         raise ValueError("true_parts, pred_parts and accepted need the same length")
     for name, parts in (("true_parts", true_parts), ("pred_parts", pred_parts)):
-        unknown = sorted({p for p in parts if p is not None and p not in BODY_PARTS})
+        unknown = sorted({p for p in parts if p is not None and p not in FILM_LABELS})
         if unknown or (name == "true_parts" and None in parts):
-            raise ValueError(f"{name} holds unknown body parts {unknown or [None]}; known: {', '.join(BODY_PARTS)}")
+            raise ValueError(f"{name} holds unknown body parts {unknown or [None]}; known: {', '.join(FILM_LABELS)}")
     truth = np.asarray(true_parts, dtype=object)
     is_accepted = np.asarray(accepted, dtype=bool)
-    left, right = truth == "left_hand", truth == "right_hand"
-    non_hand = ~np.isin(truth, list(HAND_PARTS))
+    left, right, both = truth == "left_hand", truth == "right_hand", truth == BOTH_HANDS
+    non_hand = ~np.isin(truth, [*HAND_PARTS, BOTH_HANDS])
     columns = (
         np.ones(len(truth), bool),
         truth == np.asarray(pred_parts, dtype=object),
@@ -374,18 +379,21 @@ def body_part_indicators(
         non_hand & is_accepted,
         right,
         right & is_accepted,
+        both,
+        both & ~is_accepted,
     )
     return np.stack(columns, axis=1).astype(float).reshape(len(truth), len(BODY_PART_COUNTS))
 
 
 def body_part_rates(totals: np.ndarray) -> dict[str, np.ndarray]:
-    """Shares from summed `body_part_indicators` (shape (..., 8)); NaN where the group is empty."""
+    """Shares from summed `body_part_indicators` (shape (..., 10)); NaN where the group is empty."""
     count = dict(zip(BODY_PART_COUNTS, np.moveaxis(np.asarray(totals, float), -1, 0), strict=True))
     return {
         "accuracy": _ratio(count["correct"], count["n"]),
         "left_hands_refused_share": _ratio(count["left_hands_refused"], count["left_hands"]),
         "non_hands_accepted_share": _ratio(count["non_hands_accepted"], count["non_hands"]),
         "right_hands_accepted_share": _ratio(count["right_hands_accepted"], count["right_hands"]),
+        "both_hands_refused_share": _ratio(count["both_hands_refused"], count["both_hands"]),
     }
 
 
@@ -393,28 +401,33 @@ def body_part_summary(true_parts: Sequence[str], pred_parts: Sequence[str | None
     """How well the body-part gate works: which images it let through to scoring and which it refused.
 
     Args:
-        true_parts: True body part per image, one of `BODY_PARTS`.
-        pred_parts: Predicted body part per image; `None` when the service gave no answer (counted as wrong,
-            left out of the confusion matrix, and counted under `no_answer`).
-        accepted: Whether the service went on to score the image (a left hand, or a mirrored right hand).
+        true_parts: True body part per image, one of `BODY_PARTS`, or `BOTH_HANDS` for a film of both hands.
+        pred_parts: Predicted body part per image (the answer's label, `BOTH_HANDS` included); `None` when the
+            service gave no answer (counted as wrong, left out of the confusion matrix, and counted under
+            `no_answer`).
+        accepted: Whether the service went on to score the image (a left hand, or a mirrored right hand; a film
+            of both hands when at least one of its hands was scored).
 
     Returns:
-        JSON-serialisable dict: `labels` (BODY_PARTS), `confusion` (rows true, columns predicted), `n`,
-        `accuracy`, `no_answer`, `left_hands`, `left_hands_refused` (left hands not accepted: the source study
-        lost 15 %), `left_hands_refused_share`, `non_hands`, `non_hands_accepted` (anything but a hand sent on to
-        scoring), `non_hands_accepted_share`, `right_hands`, `right_hands_accepted`, `right_hands_accepted_share`.
-        Shares are `None` when their group is empty.
+        JSON-serialisable dict: `labels` (BODY_PARTS, and `BOTH_HANDS` where a film is labelled or answered so),
+        `confusion` (rows true, columns predicted), `n`, `accuracy`, `no_answer`, `left_hands`,
+        `left_hands_refused` (left hands not accepted: the source study lost 15 %), `left_hands_refused_share`,
+        `non_hands`, `non_hands_accepted` (anything but a hand sent on to scoring), `non_hands_accepted_share`,
+        `right_hands`, `right_hands_accepted`, `right_hands_accepted_share`, `both_hands`, `both_hands_refused`
+        (films of both hands with no hand scored), `both_hands_refused_share`. Shares are `None` when their
+        group is empty.
     """
     indicators = body_part_indicators(true_parts, pred_parts, accepted)
     totals = indicators.sum(0)
     answered = [(t, p) for t, p in zip(true_parts, pred_parts, strict=True) if p is not None]
-    matrix = np.zeros((len(BODY_PARTS), len(BODY_PARTS)), dtype=int)
+    labels = FILM_LABELS if any(BOTH_HANDS in pair for pair in answered) or BOTH_HANDS in true_parts else BODY_PARTS
+    matrix = np.zeros((len(labels), len(labels)), dtype=int)
     for truth, prediction in answered:
-        matrix[BODY_PARTS.index(truth), BODY_PARTS.index(prediction)] += 1
+        matrix[labels.index(truth), labels.index(prediction)] += 1
     counts = {name: int(value) for name, value in zip(BODY_PART_COUNTS, totals, strict=True)}
     rates = {name: _optional(value) for name, value in body_part_rates(totals).items()}
     return {
-        "labels": list(BODY_PARTS),
+        "labels": list(labels),
         "confusion": matrix.tolist(),
         "n": counts["n"],
         "accuracy": rates["accuracy"],
@@ -428,4 +441,7 @@ def body_part_summary(true_parts: Sequence[str], pred_parts: Sequence[str | None
         "right_hands": counts["right_hands"],
         "right_hands_accepted": counts["right_hands_accepted"],
         "right_hands_accepted_share": rates["right_hands_accepted_share"],
+        "both_hands": counts["both_hands"],
+        "both_hands_refused": counts["both_hands_refused"],
+        "both_hands_refused_share": rates["both_hands_refused_share"],
     }

@@ -120,6 +120,23 @@ def _score_sections(summary: dict, level: int, suffix: str) -> list[str]:
     return lines
 
 
+def _hand_lines(summary: dict) -> list[str]:
+    """Films of both hands refused, and every labelled hand: scored, why not, laterality."""
+    body, hands = summary["body_part"], summary["hands"]
+    lines = []
+    if body["both_hands"]:
+        lines.append(f"- Films of both hands refused (no hand scored): {_share(body['both_hands_refused'], body['both_hands'])}")  # fmt: skip
+    reasons = ", ".join(f"{code} {count}" for code, count in hands["not_scored"].items())
+    lines.append(
+        f"- Labelled hands scored: {_share(hands['scored'], hands['n_hands'])} on {hands['n_images']} images "
+        f"({hands['n_images_two_hands']} with two hands; each paired with the nearest answered hand)"
+        + (f"; not scored: {reasons}" if reasons else "")
+    )
+    if hands["laterality_known"]:
+        lines.append(f"- Laterality wrong: {_share(hands['laterality_wrong'], hands['laterality_known'])} scored hands")
+    return lines
+
+
 def _body_part_section(summary: dict, level: int, suffix: str) -> list[str]:
     body = summary["body_part"]
     level_pct = f"{100 * summary['bootstrap']['level']:g} %"
@@ -132,6 +149,7 @@ def _body_part_section(summary: dict, level: int, suffix: str) -> list[str]:
         f"{_ci(refused['low'], refused['high'])} (the source study lost about 15 %)",
         f"- Non-hands accepted for scoring: {_share(body['non_hands_accepted'], body['non_hands'])}",
         f"- Right hands accepted (mirrored and scored): {_share(body['right_hands_accepted'], body['right_hands'])}",
+        *_hand_lines(summary),
         f"- No answer from the service: {body['no_answer']}",
         "",
         f"![Confusion matrix of body parts]({BODY_PART_PNG.format(suffix=suffix)})",

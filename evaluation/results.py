@@ -2,19 +2,21 @@
 
 `summarise` turns a list of `ImageResult`s into one JSON-serialisable dict with every figure of the report;
 `compare_results` adds a second model set evaluated on the same images, with paired bootstrap intervals of the
-differences. Intervals resample whole images (see `evaluation.bootstrap`).
+differences. Intervals resample whole images (see `evaluation.bootstrap`). Scores and joint positions count per
+hand (`HandResult`: each labelled hand of an image, two for a film of both hands); the body part per image.
 
 Numbers that come with an interval are objects `{"value": v, "low": l, "high": h}`; anything undefined is `None`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from deepxray.labels import JOINT_NAMES, RATINGEN_CLASSES
+from deepxray.labels import HAND_PARTS, JOINT_NAMES, RATINGEN_CLASSES
 from evaluation.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, ImageResampler, percentile_interval
 from evaluation.metrics import (
     LOCALISATION_FRACTIONS,
@@ -50,6 +52,34 @@ Flat = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # metric key -> poin
 
 
 @dataclass
+class HandResult:
+    """One labelled hand of an image and the answered hand paired with it (`evaluation.hands`).
+
+    Attributes:
+        laterality: Labelled laterality, "L" or "R", or `None` when not known.
+        true_scores, true_centers: The hand's labels, as in `ImageResult`.
+        pred_laterality: Laterality of the answered hand paired with it; `None` when it was not scored.
+        pred_scores, pred_probabilities, pred_centers: That hand's answer, as in `ImageResult`; `None` when the
+            hand was not scored.
+        not_scored: Why the hand was not scored, when known: the answer's error code (the film's, or that of the
+            refused hand lying where this one is), or `evaluation.hands.NOT_FOUND`.
+    """
+
+    laterality: str | None = None
+    true_scores: dict[str, int] | None = None
+    true_centers: dict[str, Point] | None = None
+    pred_laterality: str | None = None
+    pred_scores: dict[str, int] | None = None
+    pred_probabilities: dict[str, list[float]] | None = None
+    pred_centers: dict[str, Point] | None = None
+    not_scored: str | None = None
+
+    @property
+    def labels(self) -> tuple:
+        return self.laterality, self.true_scores, self.true_centers
+
+
+@dataclass
 class ImageResult:
     """One image: its labels and what the model set answered.
 
@@ -65,6 +95,8 @@ class ImageResult:
         true_centers: Joint -> labelled (x, y) centre in pixels, or `None`.
         pred_centers: Joint -> predicted (x, y) centre in pixels, or `None`.
         seconds: Wall time to answer this image, or `None` if not measured.
+        hands: Every labelled hand with its answer; what the metrics count. `None`: the image's one hand, made
+            from the fields above when it is a hand or has labels (a film of both hands gives `hands` instead).
     """
 
     image_id: str
@@ -78,6 +110,16 @@ class ImageResult:
     true_centers: dict[str, Point] | None = None
     pred_centers: dict[str, Point] | None = None
     seconds: float | None = None
+    hands: list[HandResult] | None = None
+
+    def __post_init__(self) -> None:
+        if self.hands is None:
+            hand = self.true_body_part in HAND_PARTS or self.true_scores or self.true_centers
+            laterality = self.true_body_part[0].upper() if self.true_body_part in HAND_PARTS else None
+            self.hands = [
+                HandResult(laterality, self.true_scores, self.true_centers, None, self.pred_scores,
+                           self.pred_probabilities, self.pred_centers)
+            ] if hand else []  # fmt: skip
 
 
 def _number(value: float) -> float | None:
@@ -128,7 +170,7 @@ def _align(results_a: Sequence[ImageResult], results_b: Sequence[ImageResult]) -
         raise ValueError(f"the model sets were evaluated on different images, e.g. {differ[:5]}")
     aligned = [by_id[r.image_id] for r in results_a]
     for a, b in zip(results_a, aligned, strict=True):
-        if (a.true_body_part, a.true_scores, a.true_centers) != (b.true_body_part, b.true_scores, b.true_centers):
+        if (a.true_body_part, [h.labels for h in a.hands]) != (b.true_body_part, [h.labels for h in b.hands]):
             raise ValueError(f"image {a.image_id!r} has different labels in the two result sets")
     return aligned
 
@@ -138,14 +180,15 @@ def _scored_joints(model_sets: Sequence[Sequence[ImageResult]]) -> tuple[np.ndar
     image_index, joint_index, truth = [], [], []
     predicted: list[list[int]] = [[] for _ in model_sets]
     for i, first in enumerate(model_sets[0]):
-        for j, joint in enumerate(JOINT_NAMES):
-            answers = [(results[i].pred_scores or {}).get(joint) for results in model_sets]
-            if first.true_scores and joint in first.true_scores and None not in answers:
-                image_index.append(i)
-                joint_index.append(j)
-                truth.append(first.true_scores[joint])
-                for answer_list, answer in zip(predicted, answers, strict=True):
-                    answer_list.append(answer)
+        for h, hand in enumerate(first.hands):
+            for j, joint in enumerate(JOINT_NAMES):
+                answers = [(results[i].hands[h].pred_scores or {}).get(joint) for results in model_sets]
+                if hand.true_scores and joint in hand.true_scores and None not in answers:
+                    image_index.append(i)
+                    joint_index.append(j)
+                    truth.append(hand.true_scores[joint])
+                    for answer_list, answer in zip(predicted, answers, strict=True):
+                        answer_list.append(answer)
     for prediction in predicted:
         _check_scores(truth, prediction)
     return np.asarray(image_index, np.intp), np.asarray(joint_index, np.intp), truth, predicted
@@ -182,8 +225,15 @@ def _share_found(totals: np.ndarray) -> np.ndarray:
     return np.divide(found, labelled, out=np.full(found.shape, np.nan), where=labelled > 0)
 
 
+def _hands(results: Sequence[ImageResult]) -> list[tuple[int, HandResult]]:
+    """Every labelled hand with the index of its image."""
+    return [(i, hand) for i, r in enumerate(results) for hand in r.hands]
+
+
 def _localisation_flat(resampler: ImageResampler, results: Sequence[ImageResult]) -> Flat:
-    image_index, hits = localisation_hits([r.pred_centers for r in results], [r.true_centers for r in results])
+    hands = _hands(results)
+    hand_index, hits = localisation_hits([h.pred_centers for _, h in hands], [h.true_centers for _, h in hands])
+    image_index = np.asarray([i for i, _ in hands], dtype=np.intp)[hand_index]
     counts = np.column_stack([np.ones(len(hits)), hits])
     full, resampled = resampler.resample(resampler.sum_per_image(image_index, counts))
     point, bootstrap = _share_found(full), _share_found(resampled)
@@ -240,6 +290,23 @@ def _timing(results: Sequence[ImageResult]) -> dict:
     }
 
 
+def _hand_counts(results: Sequence[ImageResult]) -> dict:
+    """How many labelled hands were scored, why the others were not, and how often laterality was wrong."""
+    hands = [hand for _, hand in _hands(results)]
+    scored = [hand for hand in hands if hand.pred_scores is not None]
+    reasons = Counter(hand.not_scored for hand in hands if hand.pred_scores is None and hand.not_scored)
+    known = [hand for hand in scored if hand.laterality and hand.pred_laterality]
+    return {
+        "n_images": sum(1 for r in results if r.hands),
+        "n_images_two_hands": sum(1 for r in results if len(r.hands) > 1),
+        "n_hands": len(hands),
+        "scored": len(scored),
+        "not_scored": dict(sorted(reasons.items())),
+        "laterality_known": len(known),
+        "laterality_wrong": sum(hand.laterality != hand.pred_laterality for hand in known),
+    }
+
+
 def summarise(
     results: Sequence[ImageResult], n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = DEFAULT_LEVEL
 ) -> dict:
@@ -256,7 +323,9 @@ def summarise(
         table `per_class[flavour][class]` with accuracy, precision, recall, f1 and support, the four kappas,
         quadratic kappa per joint, and the confusion matrix of exact scores, rows true); `body_part` (see
         `body_part_summary`; accuracy and left_hands_refused_share with intervals); `localisation` (share of true
-        joints found within 0.1, 0.25 and 0.5 MCP spacings); `time` (seconds per image: n, median, p95, mean).
+        joints found within 0.1, 0.25 and 0.5 MCP spacings); `hands` (labelled hands, on how many images, how
+        many scored, `not_scored` by reason, laterality wrong among the scored); `time` (seconds per image: n,
+        median, p95, mean). Scores and localisation count every labelled hand (`ImageResult.hands`).
     """
     results = list(results)
     if not results:
@@ -267,14 +336,14 @@ def summarise(
     def interval(key: str) -> dict[str, float | None]:
         return _interval(evaluation, key, level)
 
-    scored = [(r, j) for r in results for j in JOINT_NAMES if r.true_scores and j in r.true_scores]
-    predicted = [(r, j) for r, j in scored if r.pred_scores and r.pred_scores.get(j) is not None]
+    scored = [(i, h, j) for i, h in _hands(results) for j in JOINT_NAMES if h.true_scores and j in h.true_scores]
+    predicted = [(i, h, j) for i, h, j in scored if h.pred_scores and h.pred_scores.get(j) is not None]
     confusion = np.zeros((len(RATINGEN_CLASSES), len(RATINGEN_CLASSES)), dtype=int)
-    for r, joint in predicted:
-        confusion[RATINGEN_CLASSES.index(r.true_scores[joint]), RATINGEN_CLASSES.index(r.pred_scores[joint])] += 1
+    for _, hand, joint in predicted:
+        confusion[RATINGEN_CLASSES.index(hand.true_scores[joint]), RATINGEN_CLASSES.index(hand.pred_scores[joint])] += 1
     support = confusion.sum(1)
     scores = {
-        "n_images": len({id(r) for r, _ in predicted}),
+        "n_images": len({i for i, _, _ in predicted}),
         "n_joints": len(predicted),
         "n_joints_unscored": len(scored) - len(predicted),
         "classes": list(RATINGEN_CLASSES),
@@ -291,7 +360,7 @@ def summarise(
         },
         "kappa": {name: interval(f"kappa.{name}") for name in KAPPAS},
         "per_joint_kappa": {
-            joint: {**interval(f"per_joint_kappa.{joint}"), "n": sum(1 for _, j in predicted if j == joint)}
+            joint: {**interval(f"per_joint_kappa.{joint}"), "n": sum(1 for _, _, j in predicted if j == joint)}
             for joint in JOINT_NAMES
         },
         "confusion": confusion.tolist(),
@@ -301,10 +370,10 @@ def summarise(
     )
     body_part["accuracy"] = interval("body_part.accuracy")
     body_part["left_hands_refused_share"] = interval("body_part.left_hands_refused_share")
-    located = [r for r in results if r.true_centers]
+    located = [(i, hand) for i, hand in _hands(results) if hand.true_centers]
     localisation = {
-        "n_images": len(located),
-        "n_joints": sum(len(r.true_centers) for r in located),
+        "n_images": len({i for i, _ in located}),
+        "n_joints": sum(len(hand.true_centers) for _, hand in located),
         "tolerance": "fraction of the image's median neighbouring-MCP distance (mcp2-mcp3, mcp3-mcp4, mcp4-mcp5)",
         "rates": {_fraction_key(f): interval(f"localisation.{_fraction_key(f)}") for f in LOCALISATION_FRACTIONS},
     }
@@ -315,6 +384,7 @@ def summarise(
         "scores": scores,
         "body_part": body_part,
         "localisation": localisation,
+        "hands": _hand_counts(results),
         "time": _timing(results),
     }
 
@@ -371,9 +441,10 @@ def compare_results(
     paired_joints = sum(
         1
         for a, b in zip(results_a, results_b, strict=True)
+        for hand_a, hand_b in zip(a.hands, b.hands, strict=True)
         for j in JOINT_NAMES
-        if a.true_scores and j in a.true_scores and (a.pred_scores or {}).get(j) is not None
-        if (b.pred_scores or {}).get(j) is not None
+        if hand_a.true_scores and j in hand_a.true_scores and (hand_a.pred_scores or {}).get(j) is not None
+        if (hand_b.pred_scores or {}).get(j) is not None
     )
     return {
         "summary": summarise(results_b, n_resamples, seed, level),

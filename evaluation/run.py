@@ -11,17 +11,42 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from deepxray.labels import BOTH_HANDS
 from evaluation.data import LabelledImage
-from evaluation.results import ImageResult
+from evaluation.hands import pair_hands
+from evaluation.results import HandResult, ImageResult
 
 Outcome = tuple[int, dict]  # HTTP-like status, JSON body
 
 
+def _predicted(hand: dict | None) -> dict:
+    """An answered hand (or the answer's top level) as `ImageResult`/`HandResult` prediction fields."""
+    joints = (hand or {}).get("joints") or {}
+    return {
+        "pred_scores": hand.get("scores") if hand else None,
+        "pred_probabilities": {k: j["probabilities"] for k, j in joints.items()} if hand else None,
+        "pred_centers": {k: tuple(j["center"]) for k, j in joints.items()} if hand else None,
+    }
+
+
 def result_from_answer(image_id: str, image: LabelledImage, status: int, body: dict, seconds: float) -> ImageResult:
-    """One evaluated image from a `/score` answer (200) or its error (422 names the body part it saw)."""
+    """One evaluated image from a `/score` answer (200) or its error (422 names the body part it saw).
+
+    Each labelled hand is paired with the nearest answered hand (`evaluation.hands.pair_hands`); the
+    image's own prediction fields are its one labelled hand's (an image that is no hand: the answer's top level;
+    a film of several labelled hands: empty, see `hands`).
+    """
     accepted = status == 200
     body_part = body.get("body_part") or {}
-    joints = body.get("joints") or {}
+    labelled = [(hand.laterality, hand.centers) for hand in image.hands]
+    every_hand_labelled = image.body_part != BOTH_HANDS or len(image.hands) > 1
+    paired = pair_hands(labelled, body if accepted else None, body.get("error"), every_hand_labelled)
+    hands = [
+        HandResult(hand.laterality, hand.scores, hand.centers, (answered or {}).get("laterality"),
+                   **_predicted(answered), not_scored=reason)
+        for hand, (answered, reason) in zip(image.hands, paired, strict=True)
+    ]  # fmt: skip
+    own = paired[0][0] if len(hands) == 1 else body if accepted and not hands else None
     return ImageResult(
         image_id=image_id,
         true_body_part=image.body_part,
@@ -29,11 +54,10 @@ def result_from_answer(image_id: str, image: LabelledImage, status: int, body: d
         body_part_probability=body_part.get("probability"),
         accepted=accepted,
         true_scores=image.scores,
-        pred_scores=body.get("scores") if accepted else None,
-        pred_probabilities={k: j["probabilities"] for k, j in joints.items()} if accepted else None,
         true_centers=image.centers,
-        pred_centers={k: tuple(j["center"]) for k, j in joints.items()} if accepted else None,
         seconds=seconds,
+        hands=hands,
+        **_predicted(own),
     )
 
 

@@ -16,9 +16,11 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from deepxray.labels import BODY_PARTS, JOINT_NAMES
+from deepxray.labels import BODY_PARTS, BOTH_HANDS, JOINT_NAMES
 from evaluation import (
     ImageResult,
+    LabelledHand,
+    LabelledImage,
     body_part_summary,
     bootstrap_ci,
     cohen_kappa,
@@ -612,6 +614,219 @@ def test_report_with_a_comparison(tmp_path, no_warnings):
     assert "Model set A: v1" in markdown and "Model set B: v2" in markdown
     assert written["score_png_compare"].exists() and written["body_part_png_compare"].exists()
     assert json.loads(written["json"].read_text(encoding="utf-8"))["compare"]["differences"]
+
+
+# --- films of both hands: every hand counts, paired with the nearest answered hand --------------------------------
+
+
+def hand_centres(x0: float) -> dict[str, tuple[float, float]]:
+    """Ten joints 100 px apart in a row starting at x0 (MCP spacing 100 px, MCP3 at x0 + 200)."""
+    return {joint: (x0 + 100.0 * k, 500.0 + 3 * k) for k, joint in enumerate(JOINT_NAMES)}
+
+
+def answered_hand(laterality: str, centres: dict, score: int) -> dict:
+    """One hand of a `/score` answer: every joint graded `score`, its box around the joints' crops."""
+    xs, ys = zip(*centres.values(), strict=True)
+    one_hot = [1.0 if c == score else 0.0 for c in CLASSES]
+    return {
+        "laterality": laterality,
+        "scores": dict.fromkeys(JOINT_NAMES, score),
+        "total": 10 * score,
+        "joints": {
+            j: {"score": score, "probabilities": one_hot, "center": list(c), "box": [], "confidence": 0.9}
+            for j, c in centres.items()
+        },  # fmt: skip
+        "box": [min(xs) - 50, min(ys) - 50, max(xs) + 50, max(ys) + 50],
+        "confidence": 0.9,
+    }
+
+
+def both_hands_answer(hands: list[dict], not_scored: list[dict] = ()) -> dict:
+    first = sorted(hands, key=lambda hand: hand["laterality"] != "L")[0]
+    return {
+        "scores": first["scores"],
+        "laterality": first["laterality"],
+        "joints": first["joints"],
+        "body_part": {"label": BOTH_HANDS, "probability": 0.99},
+        "hands": hands,
+        "hands_not_scored": list(not_scored),
+        "orientation": {"rotated_deg": 0},
+    }
+
+
+# The film's left side shows the right hand (x 100..1000), its right side the left hand (x 2000..2900).
+LEFT_HAND, RIGHT_HAND = hand_centres(2000.0), hand_centres(100.0)
+
+
+def two_hand_film(left_score: int = 3, right_score: int = 0) -> LabelledImage:
+    return LabelledImage(
+        Path("film.png"),
+        BOTH_HANDS,
+        None,
+        hands=[
+            LabelledHand("L", dict.fromkeys(JOINT_NAMES, left_score), LEFT_HAND),
+            LabelledHand("R", dict.fromkeys(JOINT_NAMES, right_score), RIGHT_HAND),
+        ],
+    )
+
+
+def test_load_labels_reads_a_both_hands_manifest(tmp_path):
+    write_png(tmp_path / "00000.png")
+    write_png(tmp_path / "00001.png")
+
+    def joints(x0: float, score: int) -> dict:
+        return {j: {"center": list(c), "score": score} for j, c in hand_centres(x0).items()}
+
+    hands = [{"laterality": "R", "box": [0, 0, 1792, 2560], "joints": joints(100.0, 1)},
+             {"laterality": "L", "box": [1792, 0, 3584, 2560], "joints": joints(2000.0, 4)}]  # fmt: skip
+    records = [
+        {"file": "00000.png", "body_part": BOTH_HANDS, "laterality": None, "joints": None, "hands": hands},
+        {"file": "00001.png", "body_part": "right_hand", "laterality": "R", "joints": joints(0.0, 2),
+         "hands": [{"laterality": "R", "box": [0, 0, 2048, 2560], "joints": joints(0.0, 2)}]},
+    ]  # fmt: skip
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    film, single = load_labels(tmp_path)
+    assert (film.body_part, film.laterality, film.scores) == (BOTH_HANDS, None, None)
+    assert [hand.laterality for hand in film.hands] == ["L", "R"]  # left hand first, whatever the file's order
+    assert film.hands[0].scores == dict.fromkeys(JOINT_NAMES, 4) and film.hands[0].centers["mcp3"] == (2200.0, 506.0)
+    assert film.hands[1].scores == dict.fromkeys(JOINT_NAMES, 1) and film.hands[1].centers == RIGHT_HAND
+    assert single.hands == [LabelledHand("R", single.scores, single.centers)] and single.scores["mcp1"] == 2
+
+    for broken, message in ((None, "needs 'hands'"), ([hands[0], hands[0]], "each hand once, got R/R")):
+        manifest.write_text(json.dumps({**records[0], "hands": broken}) + "\n", encoding="utf-8")
+        with pytest.raises(ValueError, match=message):
+            load_labels(manifest)
+
+
+def test_csv_rows_of_one_image_are_the_hands_of_one_film(tmp_path):
+    for name in ("film.png", "half.png", "left.png"):
+        write_png(tmp_path / name)
+    path = write_csv(
+        tmp_path,
+        [
+            "film.png,R,,0,0,0,0,0,0,0,0,0,0,200,500,300,503,400,506",
+            "left.png,L,,1,1,1,1,1,1,1,1,1,1,,,,,,",
+            "film.png,L,,2,2,2,2,2,2,2,2,2,2,2100,500,2200,503,2300,506",
+            f"half.png,R,{BOTH_HANDS},5,5,5,5,5,5,5,5,5,5,,,,,,",
+        ],
+    )
+    film, left, half = load_labels(path)
+    assert film.body_part == BOTH_HANDS and [(h.laterality, h.scores["mcp1"]) for h in film.hands] == [
+        ("L", 2),
+        ("R", 0),
+    ]
+    assert film.hands[0].centers["mcp3"] == (2200.0, 503.0)
+    assert (left.body_part, len(left.hands)) == ("left_hand", 1)
+    assert (half.body_part, [h.laterality for h in half.hands]) == (BOTH_HANDS, ["R"])  # one hand of the film labelled
+    for rows, message in (
+        (
+            ["film.png,L,,0,0,0,0,0,0,0,0,0,0,,,,,,", "film.png,L,,1,1,1,1,1,1,1,1,1,1,,,,,,"],
+            r"rows 2, 3: .*once, got L/L",
+        ),
+        (["film.png,L,,0,0,0,0,0,0,0,0,0,0,,,,,,", "film.png,,chest" + "," * 16], "listed more than once"),
+        ([f"film.png,,{BOTH_HANDS},0,0,0,0,0,0,0,0,0,0,,,,,,"], "give its laterality"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            load_labels(write_csv(tmp_path, rows))
+
+
+def test_hands_are_paired_by_position_even_when_the_laterality_is_wrong(no_warnings):
+    from evaluation.run import result_from_answer
+
+    # Both lateralities answered wrongly: the hand where the left hand lies is called "R", and the other "L".
+    answer = both_hands_answer([answered_hand("L", RIGHT_HAND, 0), answered_hand("R", LEFT_HAND, 3)])
+    result = result_from_answer("film", two_hand_film(left_score=3, right_score=0), 200, answer, 0.5)
+    assert [(h.laterality, h.pred_laterality) for h in result.hands] == [("L", "R"), ("R", "L")]
+    assert result.pred_scores is None  # two labelled hands: see `hands`
+    summary = summarise([result], n_resamples=0)
+    assert summary["scores"]["n_joints"] == 20 and summary["scores"]["accuracy"]["exact"]["value"] == 1.0
+    assert summary["localisation"]["rates"]["0.1"]["value"] == 1.0
+    assert summary["hands"] == {"n_images": 1, "n_images_two_hands": 1, "n_hands": 2, "scored": 2, "not_scored": {},
+                                "laterality_known": 2, "laterality_wrong": 2}  # fmt: skip
+    body = summary["body_part"]
+    assert (body["accuracy"]["value"], body["both_hands"], body["both_hands_refused"], body["non_hands"]) == (
+        1.0,
+        1,
+        0,
+        0,
+    )
+    assert body["labels"][-1] == BOTH_HANDS
+
+
+def test_a_refused_second_hand_counts_as_not_scored(no_warnings):
+    from evaluation.run import result_from_answer
+
+    refused = {"box": [0.0, 0.0, 1792.0, 2560.0], "error": "joints_not_found", "detail": "MCP2 not found."}
+    answer = both_hands_answer([answered_hand("L", LEFT_HAND, 3)], [refused])
+    result = result_from_answer("film", two_hand_film(), 200, answer, 0.5)
+    (left, right) = result.hands
+    assert left.pred_scores == dict.fromkeys(JOINT_NAMES, 3) and left.not_scored is None
+    assert (right.pred_scores, right.pred_centers, right.not_scored) == (None, None, "joints_not_found")
+    summary = summarise([result], n_resamples=0)
+    assert (summary["scores"]["n_joints"], summary["scores"]["n_joints_unscored"]) == (10, 10)
+    assert summary["localisation"]["rates"]["0.5"]["value"] == 0.5  # the right hand's ten joints are misses
+    assert (summary["hands"]["scored"], summary["hands"]["not_scored"]) == (1, {"joints_not_found": 1})
+    assert summary["body_part"]["both_hands_refused"] == 0  # one hand scored: the film was accepted
+
+    # The whole film refused: both hands not scored, for the film's reason.
+    error = {"error": "not_a_hand", "detail": "No hand.", "body_part": {"label": "foot", "probability": 0.8}}
+    refused_film = result_from_answer("film", two_hand_film(), 422, error, 0.5)
+    assert [h.not_scored for h in refused_film.hands] == ["not_a_hand", "not_a_hand"]
+    summary = summarise([result, refused_film], n_resamples=0)
+    assert summary["hands"]["not_scored"] == {"joints_not_found": 1, "not_a_hand": 2}
+    assert (summary["body_part"]["both_hands"], summary["body_part"]["both_hands_refused"]) == (2, 1)
+
+
+def test_an_answered_hand_off_its_labelled_place_pairs_only_when_every_hand_is_labelled(no_warnings):
+    from evaluation.run import result_from_answer
+
+    # Both hands labelled: the right hand answered as a left hand 650 px up the film (joints found on the forearm,
+    # as seen on a film stored turned) is still that hand, scored wrongly, not a hand that was not found.
+    astray = answered_hand("L", {j: (x + 130.0, y - 650.0) for j, (x, y) in RIGHT_HAND.items()}, 1)
+    assert not astray["box"][1] <= RIGHT_HAND["mcp3"][1] <= astray["box"][3]
+    answer = both_hands_answer([answered_hand("L", LEFT_HAND, 3), astray])
+    right = result_from_answer("film", two_hand_film(), 200, answer, 0.5).hands[1]
+    assert (right.pred_laterality, right.pred_scores["mcp1"], right.not_scored) == ("L", 1, None)
+    # Only the left hand labelled, only the right hand scored: the answered hand is not the labelled one.
+    film = LabelledImage(Path("film.png"), BOTH_HANDS, None, hands=[LabelledHand("L", None, LEFT_HAND)])
+    result = result_from_answer("film", film, 200, both_hands_answer([answered_hand("R", RIGHT_HAND, 0)]), 0.5)
+    assert (result.hands[0].pred_centers, result.hands[0].not_scored) == (None, "not_found")
+    # Without labelled centres there is no position: a two-hand film's hands go by laterality.
+    film = LabelledImage(Path("film.png"), BOTH_HANDS, None, hands=[LabelledHand("L"), LabelledHand("R")])
+    answer = both_hands_answer([answered_hand("L", RIGHT_HAND, 2), answered_hand("R", LEFT_HAND, 4)])
+    result = result_from_answer("film", film, 200, answer, 0.5)
+    assert [h.pred_scores["mcp1"] for h in result.hands] == [2, 4]
+
+
+def test_compare_pairs_the_hands_of_both_hands_films(no_warnings):
+    from evaluation.run import result_from_answer
+
+    def results(left_score: int) -> list[ImageResult]:
+        answer = both_hands_answer([answered_hand("L", LEFT_HAND, left_score), answered_hand("R", RIGHT_HAND, 0)])
+        return [result_from_answer(f"film{i}", two_hand_film(3, i % 2), 200, answer, 0.5) for i in range(6)]
+
+    comparison = compare_results(results(1), results(3), n_resamples=50)
+    assert comparison["paired"]["n_joints"] == 120
+    exact = comparison["differences"]["accuracy.exact"]
+    assert exact["a"] == pytest.approx(30 / 120) and exact["b"] == pytest.approx(90 / 120)
+    refused = {"error": "not_a_hand", "detail": "No hand."}
+    relabelled = [result_from_answer(f"film{i}", two_hand_film(2, 0), 422, refused, 0.5) for i in range(6)]
+    with pytest.raises(ValueError, match="different labels"):
+        compare_results(results(1), relabelled)
+
+
+def test_body_part_summary_counts_films_of_both_hands_as_hand_films(no_warnings):
+    summary = body_part_summary(
+        [BOTH_HANDS, BOTH_HANDS, "left_hand", "chest"], [BOTH_HANDS, "left_hand", BOTH_HANDS, "chest"],
+        [True, False, True, False],
+    )  # fmt: skip
+    assert summary["accuracy"] == 0.5 and summary["labels"] == [*BODY_PARTS, BOTH_HANDS]
+    assert (summary["both_hands"], summary["both_hands_refused"], summary["both_hands_refused_share"]) == (2, 1, 0.5)
+    assert (summary["non_hands"], summary["left_hands"], summary["left_hands_refused"]) == (1, 1, 0)
+    matrix, index = np.asarray(summary["confusion"]), summary["labels"].index
+    assert matrix[index(BOTH_HANDS), index("left_hand")] == 1 and matrix[index("left_hand"), index(BOTH_HANDS)] == 1
+    assert body_part_summary(["chest"], ["chest"], [False])["labels"] == list(BODY_PARTS)  # no both-hands column
 
 
 # --- `deepxray evaluate`: bad input is one sentence on stderr and exit code 2, found before anything is scored -------

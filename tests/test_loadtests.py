@@ -49,6 +49,7 @@ def answer(scores=None, laterality="L") -> dict:
         "laterality": laterality,
         "joints": joints,
         "hands": [{**hand, "box": [40.0, 140.0, 160.0, 260.0], "confidence": 0.9}],
+        "hands_not_scored": [],
         "orientation": {"rotated_deg": 0},
         "warnings": [],
         "models": {name: f"{name}@1.0.0" for name in MODEL_NAMES},
