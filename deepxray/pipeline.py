@@ -40,6 +40,10 @@ from deepxray.settings import Settings
 MAX_ORIENTATIONS_TRIED = 2
 # How much straighter (degrees) the fingers must stand under a turn than as stored for the turn to be believed.
 TURN_BIAS_DEG = 15.0
+# Degrees of tilt that a doubt of 1.0 in the least sure joint weighs: an upside-down right hand seen as stored
+# was taken for a left hand (0.96) whose joints formed a hand's layout, but found with least confidence 0.29
+# against 0.91 under the right turn.
+DOUBT_WEIGHT_DEG = 30.0
 
 
 class ScoringError(ApiError, status=422, code="unscorable"):
@@ -229,8 +233,9 @@ async def score_hand(
     if not found:
         raise refusals[0]
     # Where the hand stands upright under two turns (a film placed askew by about 45 degrees), the one with the
-    # fingers straighter up is the film's, and the film as stored unless a turn is clearly straighter.
-    centers, confidence, _, turns, body = min(found, key=lambda hand: hand[2] + (TURN_BIAS_DEG if hand[3] else 0))
+    # fingers straighter up and the joints found surer is the film's, and the film as stored unless a turn is
+    # clearly better.
+    centers, confidence, _, turns, body = min(found, key=_turn_doubt)
     timings.detect += time.perf_counter() - start
     mirrored = body.label == "right_hand"
 
@@ -246,6 +251,12 @@ async def score_hand(
         centers = {name: (x + region.x0, y + region.y0) for name, (x, y) in centers.items()}
     hand = assemble_hand("R" if mirrored else "L", centers, confidence, probabilities)
     return ScoredHand(hand, turns, body)
+
+
+def _turn_doubt(hand: tuple) -> float:
+    """How doubtful a turn's hand is, in degrees: (centres, confidence, tilt, turns, body) from `locate_joints`."""
+    _, confidence, tilt, turns, _ = hand
+    return tilt + (TURN_BIAS_DEG if turns else 0.0) + DOUBT_WEIGHT_DEG * (1.0 - float(np.min(confidence)))
 
 
 async def score_radiograph(
@@ -315,9 +326,13 @@ def _answer_for_sides(regions: list[Region], sides: list, header, models: Models
     warnings = header_warnings(header, [side.hand["laterality"] for side in ordered])
     warnings += [f"The {name} of the film was not scored: {side.detail}" for name, _, side in refused
                  if not _found_hand(side)]  # fmt: skip
-    if len({side.turns for side in ordered}) > 1:
-        turns = ", ".join(f"the {side.hand['laterality']} hand by {90 * side.turns} degrees" for side in ordered)
-        warnings.append(f"The hands on this film were found turned differently ({turns}); orientation gives the first.")
+    if len({side.turns for side in ordered}) > 1:  # one film is stored one way: one of the two is wrong
+        turns = " and ".join(f"a {side.hand['laterality']} hand turned by {90 * side.turns}" for side in ordered)
+        raise OrientationUnclearError(
+            f"The film's orientation is unclear: its two hands were found turned differently ({turns} degrees), "
+            "so it is not scored.",
+            body_part={"label": BOTH_HANDS, "probability": round(min(side.body.probability for side in ordered), 4)},
+        )
     not_scored = [{"box": region.box, "error": side.code, "detail": side.detail} for _, region, side in hands_refused]
     rotated_deg = 90 * ordered[0].turns
     return assemble_answer(

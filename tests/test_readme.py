@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 # The README's commands, with smaller counts so the suite stays quick; everything else is as written.
 SHRINK = {"--n": "3", "--write": "2", "--render": "2", "--synthetic": "16", "--hands": "2", "--others": "2",
-          "--balanced": "2", "--runs": "3"}  # fmt: skip
+          "--balanced": "2", "--both-hands": "2", "--runs": "3"}  # fmt: skip
 
 
 def readme_commands() -> list[str]:
