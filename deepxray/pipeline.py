@@ -289,19 +289,35 @@ async def score_radiograph(
         for side in sides:
             if isinstance(side, BaseException) and not isinstance(side, ScoringError):
                 raise side  # a model that failed or timed out fails the film, as for a single hand
-        if any(_found_hand(side) for side in sides):
+        both_hands = all(_found_hand(side) for side in sides)
+        any_scored = any(isinstance(side, ScoredHand) for side in sides)
+        if both_hands and any_scored:
             return _answer_for_sides(regions, sides, header, models, request_id)
-        # No side shows a hand: the film is looked at whole (a single hand the finder split, or no hand at all).
-    scored = await score_hand(pixels, None, models, settings, timings)
+        # Otherwise the film is looked at whole (one hand that the finder split, a film with one hand cut off, or
+        # no hand at all); where that finds nothing to score, the sides' answer stands.
+        try:
+            return _single_hand_answer(await score_hand(pixels, None, models, settings, timings), header, models,
+                                       request_id)  # fmt: skip
+        except ScoringError:
+            if any_scored or both_hands:  # the scored side, or why each hand found was refused
+                return _answer_for_sides(regions, sides, header, models, request_id)
+            raise
+    return _single_hand_answer(await score_hand(pixels, None, models, settings, timings), header, models, request_id)
+
+
+def _single_hand_answer(scored: ScoredHand, header: DicomFacts | None, models: Models, request_id: str) -> dict:
     warnings = header_warnings(header, [scored.hand["laterality"]])
     return assemble_answer(scored.body, [scored.hand], 90 * scored.turns, warnings, models.versions, request_id)
 
 
 def _found_hand(side: ScoredHand | ScoringError) -> bool:
     """A side of the film that shows a hand: scored, or accepted as a hand by the body-part model and refused
-    by a later step (joints not found, not a hand's layout, orientation unclear: a hand cut off, say)."""
+    by a later step (some joints not found, not a hand's layout, orientation unclear: a hand cut off, say). A
+    side where the detector found none of the joints shows no hand (a forearm, say)."""
     if isinstance(side, ScoredHand):
         return True
+    if len(side.extra.get("joints_not_found", ())) == len(JOINT_NAMES):
+        return False
     return not isinstance(side, NotAHandError) and side.extra.get("body_part", {}).get("label") in HAND_PARTS
 
 

@@ -107,3 +107,20 @@ def test_a_hand_cut_off_by_the_film_edge_is_reported_with_its_reason(shipped_mod
     assert refused["error"] in ("joints_not_found", "implausible_joints", "orientation_unclear")
     assert refused["box"][0] > 0 and refused["detail"].endswith(".")
     assert answer["body_part"]["label"] == "both_hands"
+
+
+@pytest.mark.slow
+def test_a_single_hand_the_finder_splits_is_scored_whole(shipped_models):
+    """A left hand turned by 20 degrees on an enlarged canvas, which the finder splits between thumb and fingers:
+    one side shows no hand, so the film is scored whole, as the left hand it is (split sides alone once gave a
+    right hand, probability 0.74)."""
+    from deepxray.training.data import rotate_image
+
+    phantom = render_phantom(1000, 163, "left_hand", "clinical")
+    turned, centers = rotate_image(phantom.image, phantom.centers, 20.0)
+    assert len(find_hands(turned)) == 2
+    answer = score(shipped_models, png(turned))
+    assert answer["laterality"] == "L" and [hand["laterality"] for hand in answer["hands"]] == ["L"]
+    assert answer["body_part"]["label"] == "left_hand" and answer["hands_not_scored"] == []
+    for name in JOINT_NAMES:
+        assert np.hypot(*np.subtract(answer["joints"][name]["center"], centers[name])) < 40, name
