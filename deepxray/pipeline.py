@@ -282,6 +282,7 @@ async def score_radiograph(
     regions = await asyncio.to_thread(find_hands, pixels)
     timings.decode = time.perf_counter() - start
 
+    sides: list = []
     if regions:
         sides = await asyncio.gather(
             *(score_hand(pixels, region, models, settings, timings) for region in regions), return_exceptions=True
@@ -289,23 +290,18 @@ async def score_radiograph(
         for side in sides:
             if isinstance(side, BaseException) and not isinstance(side, ScoringError):
                 raise side  # a model that failed or timed out fails the film, as for a single hand
-        both_hands = all(_found_hand(side) for side in sides)
-        any_scored = any(isinstance(side, ScoredHand) for side in sides)
-        if both_hands and any_scored:
+    both_hands = bool(sides) and all(_found_hand(side) for side in sides)
+    any_scored = any(isinstance(side, ScoredHand) for side in sides)
+    if both_hands and any_scored:
+        return _answer_for_sides(regions, sides, header, models, request_id)
+    # Otherwise the film is looked at whole (a single hand, one that the finder split, a film with one hand cut
+    # off, or no hand at all); where that finds nothing to score, the sides' answer stands.
+    try:
+        scored = await score_hand(pixels, None, models, settings, timings)
+    except ScoringError:
+        if any_scored or both_hands:  # the scored side, or why each hand found was refused
             return _answer_for_sides(regions, sides, header, models, request_id)
-        # Otherwise the film is looked at whole (one hand that the finder split, a film with one hand cut off, or
-        # no hand at all); where that finds nothing to score, the sides' answer stands.
-        try:
-            return _single_hand_answer(await score_hand(pixels, None, models, settings, timings), header, models,
-                                       request_id)  # fmt: skip
-        except ScoringError:
-            if any_scored or both_hands:  # the scored side, or why each hand found was refused
-                return _answer_for_sides(regions, sides, header, models, request_id)
-            raise
-    return _single_hand_answer(await score_hand(pixels, None, models, settings, timings), header, models, request_id)
-
-
-def _single_hand_answer(scored: ScoredHand, header: DicomFacts | None, models: Models, request_id: str) -> dict:
+        raise
     warnings = header_warnings(header, [scored.hand["laterality"]])
     return assemble_answer(scored.body, [scored.hand], 90 * scored.turns, warnings, models.versions, request_id)
 
@@ -332,7 +328,7 @@ def _answer_for_sides(regions: list[Region], sides: list, header, models: Models
     if not scored:
         reasons = "; ".join(f"{name}: {side.detail}" for name, _, side in refused)
         first = hands_refused[0][2]
-        raise type(first)(f"No hand on this film could be scored ({reasons})", **first.extra)
+        raise type(first)(f"No hand on this film could be scored ({reasons}).", **first.extra)
     found = [side.body for side in scored] + [
         BodyPartResult(side.extra["body_part"]["label"], side.extra["body_part"]["probability"], [])
         for _, _, side in hands_refused
