@@ -12,6 +12,7 @@ import pytest
 from deepxray.hand_finder import background_level, find_hands
 from deepxray.labels import JOINT_NAMES
 from deepxray.phantoms.phantom import render_phantom
+from deepxray.phantoms.stored import store
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models"
 
@@ -24,11 +25,6 @@ def inside(region, centers) -> bool:
     return all(region.x0 <= x < region.x1 and region.y0 <= y < region.y1 for x, y in centers.values())
 
 
-def turned_clockwise(centers: dict, height: int) -> dict:
-    """Centres of a film turned a quarter clockwise (`np.rot90(image, -1)`): (x, y) -> (height - 1 - y, x)."""
-    return {name: (height - 1 - y, x) for name, (x, y) in centers.items()}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("index", range(4))
 def test_a_two_hand_film_is_split_between_the_hands(index):
@@ -37,11 +33,11 @@ def test_a_two_hand_film_is_split_between_the_hands(index):
     assert len(regions) == 2 and regions[0].x1 == regions[1].x0  # side by side, left side first
     for hand in phantom.hands:  # each side holds every joint of one hand
         assert sum(inside(region, hand.centers) for region in regions) == 1
-    height = phantom.image.shape[0]
-    turned = find_hands(np.rot90(phantom.image, -1))  # stored turned: one hand above the other
+    stored = store(phantom, "turned270")  # stored turned: one hand above the other
+    turned = find_hands(stored.image)
     assert len(turned) == 2 and turned[0].y1 == turned[1].y0
-    for hand in phantom.hands:
-        assert sum(inside(region, turned_clockwise(hand.centers, height)) for region in turned) == 1
+    for hand in stored.hands:
+        assert sum(inside(region, hand.centers) for region in turned) == 1
 
 
 @pytest.mark.slow

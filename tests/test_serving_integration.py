@@ -194,18 +194,15 @@ def test_a_dicom_of_another_modality_is_422_naming_it(served, radiographs, tmp_p
 @pytest.mark.parametrize("quarter_turns", [1, 2, 3])
 def test_a_film_stored_turned_is_scored_upright(served, radiographs, quarter_turns):
     import cv2
-    import numpy as np
 
-    phantom = radiographs.phantom("left_hand")
-    stored, centers = phantom.image, dict(phantom.centers)
-    for _ in range(quarter_turns):  # stored turned counter-clockwise: (x, y) -> (y, width - 1 - x)
-        centers = {name: (y, stored.shape[1] - 1 - x) for name, (x, y) in centers.items()}
-        stored = np.ascontiguousarray(np.rot90(stored))
-    answer = assert_scored(served, served.post(cv2.imencode(".png", stored)[1].tobytes(), name="turned.png"))
+    from deepxray.phantoms.stored import store
+
+    stored = store(radiographs.phantom("left_hand"), f"turned{90 * quarter_turns}")  # counter-clockwise
+    answer = assert_scored(served, served.post(cv2.imencode(".png", stored.image)[1].tobytes(), name="turned.png"))
     if answer and served.trained:
         assert answer["orientation"] == {"rotated_deg": 90 * quarter_turns}
         for name in JOINT_NAMES:  # in the stored file's coordinates
-            centre, truth = answer["joints"][name]["center"], centers[name]
+            centre, truth = answer["joints"][name]["center"], stored.centers[name]
             assert abs(centre[0] - truth[0]) < 150 and abs(centre[1] - truth[1]) < 150, name
 
 
@@ -224,9 +221,10 @@ def test_a_film_of_both_hands_answers_every_hand(served, radiographs, quarter_tu
     import cv2
     import numpy as np
 
-    phantom = radiographs.phantom("both_hands")
-    stored = np.ascontiguousarray(np.rot90(phantom.image, quarter_turns))
-    response = served.post(cv2.imencode(".png", stored)[1].tobytes(), name="both.png")
+    from deepxray.phantoms.stored import store
+
+    stored = store(radiographs.phantom("both_hands"), f"turned{90 * quarter_turns}" if quarter_turns else "upright")
+    response = served.post(cv2.imencode(".png", stored.image)[1].tobytes(), name="both.png")
     if response.status_code == 422 and not served.trained:
         assert_error(response, 422, "not_a_hand", "joints_not_found", "implausible_joints")
         return
@@ -238,12 +236,9 @@ def test_a_film_of_both_hands_answers_every_hand(served, radiographs, quarter_tu
     assert answer["scores"] == answer["hands"][0]["scores"] and answer["laterality"] == "L"
     if served.trained:
         assert answer["orientation"] == {"rotated_deg": 90 * quarter_turns}
-        width = phantom.image.shape[1]
-        for hand, truth in zip(answer["hands"], phantom.hands, strict=True):
-            for name in JOINT_NAMES:  # stored counter-clockwise: (x, y) -> (y, width - 1 - x)
-                x, y = truth.centers[name]
-                expected = (y, width - 1 - x) if quarter_turns else (x, y)
-                assert np.hypot(*np.subtract(hand["joints"][name]["center"], expected)) < 150, name
+        for hand, truth in zip(answer["hands"], stored.hands, strict=True):  # both left hand first
+            for name in JOINT_NAMES:  # in the stored file's coordinates
+                assert np.hypot(*np.subtract(hand["joints"][name]["center"], truth.centers[name])) < 150, name
 
 
 def test_right_hand(served, radiographs):

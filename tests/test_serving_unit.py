@@ -252,12 +252,12 @@ def test_confident_joints_that_do_not_form_a_hand_are_422(left_hand):
 
 @pytest.mark.parametrize("quarter_turns", [1, 2, 3])
 def test_a_film_stored_turned_is_scored_upright_in_the_files_coordinates(left_hand, quarter_turns):
-    data, phantom = left_hand
-    stored, centers = decode_image(data).pixels, dict(phantom.centers)
-    for _ in range(quarter_turns):  # stored turned counter-clockwise: (x, y) -> (y, width - 1 - x)
-        centers = {name: (y, stored.shape[1] - 1 - x) for name, (x, y) in centers.items()}
-        stored = np.ascontiguousarray(np.rot90(stored))
-    upload = cv2.imencode(".png", stored)[1].tobytes()
+    from deepxray.phantoms.stored import store
+
+    _, phantom = left_hand
+    stored = store(phantom, f"turned{90 * quarter_turns}")  # counter-clockwise
+    centers = stored.centers
+    upload = cv2.imencode(".png", stored.image)[1].tobytes()
     fakes = TurnedFilmModels(upload, centers, turns=quarter_turns)
     answer = post(client_for(FakeModels(body=fakes.body, detector=fakes.detector)), upload).json()
     assert answer["orientation"] == {"rotated_deg": 90 * quarter_turns}, answer

@@ -48,13 +48,11 @@ def store(phantom: Phantom, how: str) -> Phantom:
         for hand in phantom.hands or []
     ]
     hands.sort(key=lambda hand: hand.laterality != "L")
-    body_part = phantom.body_part
-    if mirrored and body_part in ("left_hand", "right_hand"):
-        body_part = "right_hand" if body_part == "left_hand" else "left_hand"
+    mirror_part = {"left_hand": "right_hand", "right_hand": "left_hand"}
     return dataclasses.replace(
         phantom,
         image=image,
-        body_part=body_part,
+        body_part=mirror_part.get(phantom.body_part, phantom.body_part) if mirrored else phantom.body_part,
         laterality=side(phantom.laterality) if phantom.scores is not None else phantom.laterality,
         centers=move(phantom.centers),
         hands=hands or None,
