@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     from deepxray.models.registry import MODEL_NAMES
     from deepxray.phantoms.phantom import DEFAULT_SHAPE
     from deepxray.phantoms.scores import DISTRIBUTIONS
+    from deepxray.phantoms.stored import STORED
     from deepxray.phantoms.writers import DICOM_COMPRESSIONS, FORMATS, PHOTOMETRICS
 
     parser = argparse.ArgumentParser(prog="deepxray", description="DeepXRay: erosion scoring of hand radiographs "
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="DICOM only: write Presentation LUT Shape (default: none written)")  # fmt: skip
     gen.add_argument("--dicom-preamble", choices=("none", "tiff"), default="none",
                      help="DICOM only: 'tiff' writes dual-personality DICOM/TIFF files (uncompressed)")  # fmt: skip
-    gen.add_argument("--stored", choices=("upright", "turned90", "turned180", "turned270", "mirrored", "any"),
+    gen.add_argument("--stored", choices=(*STORED, "any"),
                      default="upright", help="films stored turned (counter-clockwise) or mirrored; labels follow; "
                      "any: one of them per image")  # fmt: skip
     gen.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")

@@ -46,7 +46,9 @@ class HandAnswer(_Answer):
 
 
 class HandNotScored(_Answer):
-    box: list[float] = Field(description="The part of the film [x0, y0, x1, y1] where the hand was found")
+    box: Point = Field(
+        min_length=4, max_length=4, description="The part of the film (x0, y0, x1, y1) where the hand was found, pixels"
+    )
     error: str = Field(description="Why it was not scored, as a code (joints_not_found, implausible_joints, ...)")
     detail: str = Field(description="Why it was not scored, as a sentence")
 
