@@ -1,8 +1,9 @@
-"""The `deepxray` command: phantoms, training, evaluation and batch scoring."""
+"""The `deepxray` command: phantoms, training, evaluation and API keys."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -70,6 +71,49 @@ def _evaluate(args: argparse.Namespace) -> int:
         seed=args.seed, limit=args.limit,
     )  # fmt: skip
     print(f"wrote {files['markdown']} (research use only; figures on phantoms are not clinical accuracy)")
+    return 0
+
+
+def _keys_new(args: argparse.Namespace) -> int:
+    from deepxray.api.keys import add_key, check_key_id, key_line, new_key, parse_scopes
+
+    scopes = parse_scopes(args.scopes)
+    if not scopes:
+        raise ValueError("give at least one scope, e.g. --scopes score,read")
+    if args.keys_file:
+        key = add_key(args.keys_file, check_key_id(args.id), scopes)
+        line = next(
+            item for item in args.keys_file.read_text(encoding="utf-8").splitlines() if item.startswith(f"{args.id}:")
+        )
+    else:
+        key = new_key()
+        line = key_line(args.id, key, scopes)
+    print(line)  # the line for the keys file: the key's digest, never the key
+    if args.key_out:
+        descriptor = os.open(args.key_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as key_file:
+            key_file.write(key + "\n")
+        where = f"written to {args.key_out} (readable by you only)"
+    else:
+        where = f"{key}\n(shown once: give it to the client; neither the service nor the keys file keeps it)"
+    added = f"added to {args.keys_file}; " if args.keys_file else "add the line above to the keys file; "
+    print(f"key {args.id} with scopes {','.join(sorted(scopes))}: {added}the key is {where}", file=sys.stderr)
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from deepxray.api.keys import revoke_key
+
+    revoke_key(args.keys_file, args.id)
+    print(f"revoked {args.id}: removed from {args.keys_file} (a running service re-reads the file at its next request)")
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    from deepxray.api.keys import read_keys
+
+    for key in read_keys(args.keys_file):
+        print(f"{key.key_id}\t{','.join(sorted(key.scopes))}")
     return 0
 
 
@@ -154,6 +198,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     evaluate.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     evaluate.set_defaults(func=_evaluate)
+
+    keys = commands.add_parser("keys", help="API keys for auth_mode api_key (the service keeps their digests only)")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    new = key_commands.add_parser("new", help="make a key; print its line for the keys file (key_id:sha256:scopes)")
+    new.add_argument("--id", required=True, help="the key's name, e.g. lab-a (the subject in the audit log)")
+    new.add_argument("--scopes", required=True, help="comma list of score, read, review")
+    new.add_argument("--keys-file", type=Path, default=None, help="append the line to this keys file (made if new)")
+    new.add_argument("--key-out", type=Path, default=None, help="write the key to this file instead of the terminal")
+    new.set_defaults(func=_keys_new)
+    revoke = key_commands.add_parser("revoke", help="remove a key from the keys file")
+    revoke.add_argument("--id", required=True)
+    revoke.add_argument("--keys-file", type=Path, required=True)
+    revoke.set_defaults(func=_keys_revoke)
+    listing = key_commands.add_parser("list", help="the key ids and scopes of a keys file")
+    listing.add_argument("--keys-file", type=Path, required=True)
+    listing.set_defaults(func=_keys_list)
     return parser
 
 

@@ -15,9 +15,9 @@ running replicas as its `user_config`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deepxray.imaging.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
@@ -58,6 +58,34 @@ class Settings(BaseSettings):
     # milliseconds on a busy CPU (at 20 ms, one image's crops were measured splitting 9 + 1 here while a training
     # job held both cores); it costs a lone request nothing.
     batch_wait_timeout_s: float = Field(0.1, ge=0.0, description="Longest wait for a scorer batch to fill")
+    # Access control (deepxray/api/auth.py). `none` suits a laptop, where the proxy listens on 127.0.0.1 only.
+    auth_mode: Literal["none", "api_key", "jwt"] = Field(
+        "none", description="none: every request is accepted; api_key: keys in api_keys_file; jwt: OAuth 2.0 tokens"
+    )
+    api_keys_file: Path | None = Field(
+        None, description="API keys, one key_id:sha256:scopes per line (auth_mode api_key); re-read when it changes"
+    )
+    jwks: str | None = Field(None, description="The token issuer's JSON Web Key Set: a file or an https:// URL")
+    jwt_issuer: str | None = Field(None, description="The `iss` every token must carry (auth_mode jwt)")
+    jwt_audience: str | None = Field(None, description="The `aud` every token must carry (auth_mode jwt)")
+    jwt_leeway_s: float = Field(30.0, ge=0.0, le=300.0, description="Clock skew allowed on exp, nbf and iat")
+    scope_prefix: str = Field("", description="Prefix of this service's scopes in tokens, e.g. 'deepxray:'")
+    jwks_cache_s: float = Field(300.0, gt=0.0, description="Longest a fetched JWKS is used before fetching it again")
+    # A token naming an unknown key id makes the service fetch the JWKS again (key rotation), but not more often
+    # than this: a stream of made-up key ids must not turn into a stream of requests to the identity provider.
+    jwks_refetch_s: float = Field(10.0, ge=0.0, description="Least seconds between fetches for an unknown key id")
+
+    @model_validator(mode="after")
+    def _auth_is_complete(self) -> Settings:
+        missing = {
+            "none": [],
+            "api_key": ["api_keys_file"] if self.api_keys_file is None else [],
+            "jwt": [name for name in ("jwks", "jwt_issuer", "jwt_audience") if not getattr(self, name)],
+        }[self.auth_mode]
+        if missing:
+            names = ", ".join(f"{name} ({ENV_PREFIX}{name.upper()})" for name in missing)
+            raise ValueError(f"auth_mode {self.auth_mode} needs {names}")
+        return self
 
     @classmethod
     def with_environment(cls, given: Settings | dict[str, Any] | None = None) -> Settings:

@@ -1,4 +1,11 @@
-"""Request ids: every request gets one, every answer carries it (JSON `request_id`, header `X-Request-ID`).
+"""Request ids and the audit line: every request gets an id, every answer carries it (JSON `request_id`, header
+`X-Request-ID`), and every request leaves one audit line in the log when it is answered:
+
+    audit request_id=3f2a... subject=lab-a method=POST route=/score status=200
+
+`subject` is who the access control let in (a token's `sub`, an API key's id, `anonymous` when access is open,
+`-` when nobody was let in); `route` is the route's template, never a query string. Never a credential, a
+header's value or anything of the upload.
 
 The client's `X-Request-ID` is used when it is a plain token, else a new id is made. Behind Ray's proxy the
 proxy itself assigns one (a uuid4) and echoes that header, and the same id tags Serve's own log lines for the
@@ -41,9 +48,16 @@ def log_unexpected(exc: BaseException, request_id: str) -> None:
     get_logger().error("unexpected error request_id=%s type=%s\n%s", request_id, type(exc).__name__, frames)
 
 
+def route_of(scope) -> str:
+    """The route's template (`/score`, `/v1/cases/{case_id}`), or the path, cut short, of a request no route took."""
+    route = scope.get("route")
+    path = getattr(route, "path", None) or scope.get("path", "")
+    return "".join(c if c.isprintable() and not c.isspace() else "?" for c in path[:100])
+
+
 class RequestIdMiddleware:
-    """Gives every request an id (`request.state.request_id`), puts it on every answer, and turns an
-    unexpected exception into a JSON 500 that carries it."""
+    """Gives every request an id (`request.state.request_id`), puts it on every answer, turns an unexpected
+    exception into a JSON 500 that carries it, and writes the request's audit line."""
 
     def __init__(self, app, proxy_echoes_request_id: bool = False):
         self.app = app
@@ -58,12 +72,12 @@ class RequestIdMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         # Ray's proxy appends X-Request-ID (the one it passed in) to every answer; add ours only when it won't.
         add_header = not (self.proxy_echoes_request_id and incoming == request_id)
-        started = False
+        started, status = False, 0
 
         async def send_with_id(message):
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
-                started = True
+                started, status = True, message["status"]
                 if add_header:
                     MutableHeaders(scope=message)["X-Request-ID"] = request_id
             await send(message)
@@ -75,3 +89,8 @@ class RequestIdMiddleware:
                 log_unexpected(exc, request_id)
                 raise
             await error_response(exc, request_id)(scope, receive, send_with_id)
+        finally:
+            get_logger().info(
+                "audit request_id=%s subject=%s method=%s route=%s status=%d",
+                request_id, scope["state"].get("subject", "-"), scope["method"], route_of(scope), status,
+            )  # fmt: skip

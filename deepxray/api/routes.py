@@ -1,11 +1,13 @@
 """The HTTP API: `create_app(service)` builds the FastAPI app over a `ScoringService`.
 
-Routes: `POST /score` (the radiograph in the multipart field `xray`), `GET /healthz`, `GET /readyz`,
-`GET /v1/models` (the model cards), and the OpenAPI docs at `/docs` and `/redoc`, whose Swagger UI and ReDoc
+Routes: `POST /score` (the radiograph in the multipart field `xray`; scope `score`), `GET /healthz`, `GET /readyz`,
+`GET /v1/models` (the model cards; scope `read`), and the OpenAPI docs at `/docs` and `/redoc`, whose Swagger UI and ReDoc
 assets the service serves itself (`fastapi-offline`), so the page works without any outside address.
 
 Errors are `{"error": code, "detail": sentence, "request_id": id}` (`ErrorAnswer`) with the architecture's
-statuses: 400 (empty, undecodable or truncated file, or no `xray` field), 413 (upload over the limit, or too many
+statuses: 400 (empty, undecodable or truncated file, or no `xray` field), 401 and 403 (no valid credential, or
+not the scope the route needs, when access control is on: `deepxray.api.auth`, checked before the upload is
+read), 413 (upload over the limit, or too many
 pixels), 415 (not a format we read), 422 (not a hand, joints not found), 503 with `Retry-After` (this replica
 already scores `max_scoring` images with `max_waiting` more waiting, or a model deployment's queue is full), 504
 (a model stage did not answer within `stage_timeout_s`). Each is an `ApiError` raised where it is found and
@@ -18,11 +20,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deepxray.api.auth import OPEN_WARNING, Access
 from deepxray.api.errors import UPLOAD_FIELD, ApiError, MalformedRequestError
 from deepxray.api.middleware import RequestIdMiddleware, error_response, request_id_of
 from deepxray.api.schemas import ErrorAnswer, HealthAnswer, ModelCardsAnswer, ReadyAnswer, ScoreAnswer
@@ -52,8 +55,13 @@ _UPLOAD_BODY = {
         },
     }
 }
+_AUTH_ERRORS = {
+    401: "No credential, a malformed one, or one that does not pass (RFC 6750; see `WWW-Authenticate`).",
+    403: "The credential lacks the scope this endpoint needs (`insufficient_scope`).",
+}
 _ERRORS = {
     400: "Empty, undecodable or truncated file, or no `xray` field.",
+    **_AUTH_ERRORS,
     413: "Upload over the size limit, or more pixels than the pixel limit (decompression bomb).",
     415: "Not an image format the service reads (the detail lists those it does).",
     422: "Not a hand (the detail names what the body-part model saw), or the joints were not found.",
@@ -85,8 +93,10 @@ def _register_error_handlers(app: FastAPI) -> None:
         return error_response(MalformedRequestError(), request_id_of(request))
 
 
-def create_app(service: ScoringService, proxy_echoes_request_id: bool = False) -> FastAPI:
-    """The HTTP API over a ScoringService (Ray handles in the deployment, in-process models or fakes elsewhere)."""
+def create_app(service: ScoringService, proxy_echoes_request_id: bool = False, access: Access | None = None) -> FastAPI:
+    """The HTTP API over a ScoringService (Ray handles in the deployment, in-process models or fakes elsewhere),
+    with the access control of `access` (default: the one `service.settings` describe)."""
+    access = access if access is not None else Access(service.settings)
     app = FastAPIOffline(
         title="DeepXRay",
         summary="Ratingen erosion scores of the ten MCP/PIP joints on a hand radiograph. Research use only.",
@@ -97,6 +107,8 @@ def create_app(service: ScoringService, proxy_echoes_request_id: bool = False) -
     app.add_middleware(RequestIdMiddleware, proxy_echoes_request_id=proxy_echoes_request_id)
     _register_error_handlers(app)
     log = get_logger()
+    if access.is_open:
+        log.warning(OPEN_WARNING)
 
     @app.post(
         "/score",
@@ -104,6 +116,7 @@ def create_app(service: ScoringService, proxy_echoes_request_id: bool = False) -
         response_model=ScoreAnswer,
         responses={status: {"model": ErrorAnswer, "description": text} for status, text in _ERRORS.items()},
         openapi_extra=_UPLOAD_BODY,
+        dependencies=[Depends(access.requires("score"))],
     )
     async def score(request: Request) -> Any:
         """Upload a hand radiograph (PNG 8/16-bit, JPEG, TIFF, DICOM) in the multipart field `xray`; get the
@@ -153,7 +166,13 @@ def create_app(service: ScoringService, proxy_echoes_request_id: bool = False) -
         models = {name: {"tag": item.get("tag"), "ready": bool(item.get("ready"))} for name, item in info.items()}
         return {"status": "ready", "models": models, "request_id": request_id_of(request)}
 
-    @app.get("/v1/models", summary="The model cards", response_model=ModelCardsAnswer)
+    @app.get(
+        "/v1/models",
+        summary="The model cards",
+        response_model=ModelCardsAnswer,
+        responses={status: {"model": ErrorAnswer, "description": text} for status, text in _AUTH_ERRORS.items()},
+        dependencies=[Depends(access.requires("read"))],
+    )
     async def model_cards(request: Request) -> Any:
         return {"models": await service.cards(), "request_id": request_id_of(request)}
 
