@@ -66,9 +66,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.models and args.url:
         raise ValueError("give --models or --url, not both")
+    if args.token is not None and not args.url:
+        raise ValueError("--token is for a running service: give it with --url")
+    # The credential is sent to the service only: never printed, never in the report.
+    token = (args.token if args.token is not None else os.environ.get("DEEPXRAY_TOKEN", "")).strip() or None
     files = run_evaluation(
         args.data, args.out, models=args.models, url=args.url, compare=args.compare, resamples=args.resamples,
-        seed=args.seed, limit=args.limit,
+        seed=args.seed, limit=args.limit, token=token if args.url else None,
     )  # fmt: skip
     print(f"wrote {files['markdown']} (research use only; figures on phantoms are not clinical accuracy)")
     return 0
@@ -193,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, required=True, help="report directory (Markdown, JSON, PNG)")
     evaluate.add_argument("--models", type=Path, default=None, help="model folder (default: the shipped models)")
     evaluate.add_argument("--url", default=None, help="evaluate a running service instead, e.g. http://127.0.0.1:8000")
+    evaluate.add_argument(
+        "--token",
+        default=None,
+        help="bearer token or API key for --url (default: the environment variable DEEPXRAY_TOKEN)",
+    )
     evaluate.add_argument("--compare", type=Path, default=None, help="a second model folder to compare with")
     evaluate.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")

@@ -2,6 +2,7 @@
 against the application they configure.
 
     python -m deepxray.profiles serve_config.yaml serve_config.cluster.yaml
+    python -m deepxray.profiles serve_config.yaml --tls build/server.key build/server.crt --out build/serve_config.tls.yaml
 
 A profile is first read the way `serve deploy` reads it (Ray's own `ServeDeploySchema`), then held against
 `deepxray.app`: its `args` must be valid `deepxray.settings.Settings`, its `deployments:` must name exactly the deployments that
@@ -10,11 +11,17 @@ scorer reads, and the ingress must take more requests than its own admission gat
 together must describe the same application (name, route, import path, deployments and argument names); their
 values (replicas, CPUs, limits) are theirs to differ. So editing one profile, or the application, cannot leave
 the other silently out of step.
+
+With `--tls KEY CERT --out FILE`, one profile, once checked, is written again to FILE with HTTPS switched on: Ray
+Serve's proxy terminates TLS itself with `http_options.ssl_keyfile` and `ssl_certfile`, set there to the files'
+absolute paths after checking that the key belongs to the certificate (`serve run` has no flag for them).
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -134,17 +141,76 @@ def check_profiles(paths: Sequence[str | Path]) -> None:
         raise ProfileError("\n".join(problems))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    paths = list(sys.argv[1:] if argv is None else argv)
-    if not paths:
-        print("usage: python -m deepxray.profiles PROFILE.yaml [PROFILE.yaml ...]", file=sys.stderr)
-        return 2
+def check_tls_pair(keyfile: Path, certfile: Path) -> None:
+    """ProfileError (one line) unless both files exist and hold a certificate chain and the private key for it."""
+    for path in (keyfile, certfile):
+        if not path.is_file():
+            raise ProfileError(f"{path}: no such file")
+
+    def no_password():
+        raise ProfileError(f"{keyfile}: the key is encrypted; give a key without a passphrase")
+
     try:
-        check_profiles(paths)
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(certfile, keyfile, password=no_password)
+    except ssl.SSLError as error:
+        if error.reason == "KEY_VALUES_MISMATCH":
+            raise ProfileError(f"{keyfile} is not the private key of the certificate {certfile}") from None
+        raise ProfileError(
+            f"{certfile} and {keyfile} are not a PEM certificate and its private key ({error})"
+        ) from None
+
+
+def write_tls_profile(source: str | Path, keyfile: str | Path, certfile: str | Path, out: str | Path) -> Path:
+    """Checks the profile at `source` and the key and certificate, then writes the profile to `out` with
+    `http_options.ssl_keyfile` and `ssl_certfile` set to their absolute paths (the source's comments are not
+    kept: YAML loses them). Raises ProfileError naming what is wrong."""
+    check_profiles([source])
+    keyfile, certfile, out = Path(keyfile).resolve(), Path(certfile).resolve(), Path(out)
+    check_tls_pair(keyfile, certfile)
+    config = yaml.safe_load(Path(source).read_text(encoding="utf-8"))
+    tls = {"ssl_keyfile": str(keyfile), "ssl_certfile": str(certfile)}
+    config["http_options"] = {**(config.get("http_options") or {}), **tls}
+    from ray.serve.schema import ServeDeploySchema
+
+    ServeDeploySchema.model_validate(config)  # still what `serve deploy` and `serve run` read
+    header = (
+        f"# Generated from {source} with HTTPS on (http_options.ssl_keyfile, ssl_certfile): do not edit; edit the\n"
+        f"# source and write it again:\n#   python -m deepxray.profiles {source} --tls {keyfile} {certfile} --out {out}\n"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(header + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deepxray.profiles", description=__doc__.split("\n\n")[0])
+    parser.add_argument("profiles", nargs="+", type=Path, metavar="PROFILE.yaml", help="serve profiles to check")
+    parser.add_argument(
+        "--tls",
+        nargs=2,
+        type=Path,
+        metavar=("KEY", "CERT"),
+        help="write the profile with HTTPS on: PEM key, certificate",
+    )
+    parser.add_argument("--out", type=Path, help="where --tls writes the profile")
+    args = parser.parse_args(argv)
+    if args.tls and (len(args.profiles) != 1 or args.out is None):
+        parser.error("--tls takes one profile and --out FILE")
+    if args.out and not args.tls:
+        parser.error("--out goes with --tls KEY CERT")
+    paths = [str(path) for path in args.profiles]
+    try:
+        if args.tls:
+            out = write_tls_profile(args.profiles[0], *args.tls, args.out)
+        else:
+            check_profiles(paths)
     except (ProfileError, ValueError, OSError) as error:
         print(error, file=sys.stderr)
         return 1
-    print(f"ok: {', '.join(paths)} fit deepxray.app ({IMPORT_PATH})")
+    if args.tls:
+        print(f"ok: {paths[0]} fits deepxray.app; wrote {out} with HTTPS on ({args.tls[0]}, {args.tls[1]})")
+    else:
+        print(f"ok: {', '.join(paths)} fit deepxray.app ({IMPORT_PATH})")
     return 0
 
 

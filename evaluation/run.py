@@ -79,11 +79,35 @@ def in_process_scorer(models_dir: Path) -> Callable[[bytes], Outcome]:
     return score
 
 
-def http_scorer(url: str, timeout_s: float = 60.0) -> Callable[[bytes], Outcome]:
-    """Score by posting to a running service's `/score` (`url` is its base, e.g. http://127.0.0.1:8000)."""
+class AccessRefusedError(ValueError):
+    """The service refused the evaluation's credential (401) or its scope (403): no image can be scored, so the
+    evaluation stops at the first answer (a ValueError: the CLI prints it as one `deepxray: error:` line)."""
+
+
+def access_refused(url: str, status: int, body: dict, token: str | None) -> AccessRefusedError:
+    """The one-line error for a 401 or 403 of the service at `url` (the service's detail never quotes the
+    credential, and neither does this)."""
+    code = body.get("error") or ("unauthorized" if status == 401 else "forbidden")
+    detail = str(body.get("detail") or "").strip()
+    why = f"{status} {code}" + (f": {detail}" if detail else "")
+    if status == 403:
+        advice = "use a token or API key with the scope 'score'"
+    elif token:
+        advice = "check the token (--token or DEEPXRAY_TOKEN): it may have expired or be meant for another service"
+    else:
+        advice = "give a token or API key with --token or DEEPXRAY_TOKEN"
+    return AccessRefusedError(f"the service at {url} refused the evaluation ({why}); {advice}")
+
+
+def http_scorer(url: str, timeout_s: float = 60.0, token: str | None = None) -> Callable[[bytes], Outcome]:
+    """Score by posting to a running service's `/score` (`url` is its base, e.g. http://127.0.0.1:8000), with
+    `Authorization: Bearer <token>` when a token (or API key) is given. A 401 or 403 raises AccessRefusedError
+    at once: it is about the credential, not about the image."""
     import httpx
 
-    client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s)
+    base = url.rstrip("/")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    client = httpx.Client(base_url=base, timeout=timeout_s, headers=headers)
 
     def score(data: bytes) -> Outcome:
         response = client.post("/score", files={"xray": ("image", data, "application/octet-stream")})
@@ -91,6 +115,10 @@ def http_scorer(url: str, timeout_s: float = 60.0) -> Callable[[bytes], Outcome]
             body = response.json()
         except ValueError:
             body = {}
+        if not isinstance(body, dict):
+            body = {}
+        if response.status_code in (401, 403):
+            raise access_refused(base, response.status_code, body, token)
         return response.status_code, body
 
     return score
@@ -135,12 +163,15 @@ def run_evaluation(
     seed: int = 0,
     limit: int | None = None,
     progress: bool = True,
+    token: str | None = None,
 ) -> dict[str, Path]:
     """`deepxray evaluate`: evaluate (and optionally compare) and write the report; returns the written files.
 
     The labels and every model folder (`models`, `compare`) are checked before any image is scored: a missing
     folder, artifact or card is a ValueError of one sentence. Without `models` or `url`, the models are those of
-    `DEEPXRAY_MODELS_DIR` (`deepxray.settings.Settings.models_dir`) or else the shipped ones.
+    `DEEPXRAY_MODELS_DIR` (`deepxray.settings.Settings.models_dir`) or else the shipped ones. `token` (a bearer
+    token or API key, for `url` only) is sent with every request; a service that refuses it stops the evaluation
+    with an AccessRefusedError (a ValueError).
     """
     from deepxray.models.registry import check_model_set
     from evaluation.data import load_labels
@@ -153,7 +184,7 @@ def run_evaluation(
         models = check_model_set(models or configured_models_dir(), role=role)
     if compare is not None:
         compare = check_model_set(compare, role="--compare folder")
-    scorer = http_scorer(url) if url else in_process_scorer(models)
+    scorer = http_scorer(url, token=token) if url else in_process_scorer(models)
     results = evaluate(images, scorer, progress, name="model set A")
     summary = summarise(results, n_resamples=resamples, seed=seed)
     title = f"DeepXRay evaluation: {describe(models, url)} on {data} ({len(images)} images)"

@@ -14,6 +14,11 @@ no answer at all. A 503 is the service's documented answer to overload: in the s
 user then waits the `Retry-After` it was given (at most 5 s) as a well-behaved client does; in steady and ramp
 runs it counts as a failure.
 
+`--token` (default: the environment variable DEEPXRAY_TOKEN) is a bearer token or API key for a service with
+access control (`auth_mode` api_key or jwt): every request carries `Authorization: Bearer <token>`. It is never
+written to the request log or its meta data (which record only whether a token was sent); a 401 or 403 is a
+failure of its own kind (`http_401`, `http_403`).
+
 `--request-log` writes one CSV line per request (start time, latency, status, kind, group), from which
 `loadtests.summary` computes the figures Locust's own CSV does not have: failures by kind, and in the spike the
 share answered within 2 s and the time until the service is back to normal.
@@ -49,6 +54,10 @@ def _options(parser):
     parser.add_argument("--spike-factor", type=float, default=3.0, env_var="LOADTEST_SPIKE_FACTOR")
     parser.add_argument("--request-log", default="", env_var="LOADTEST_REQUEST_LOG", help="per-request CSV")
     parser.add_argument("--request-timeout", type=float, default=60.0, env_var="LOADTEST_REQUEST_TIMEOUT")
+    # A secret: masked in the web UI; pass it in the environment rather than on a command line others can read.
+    parser.add_argument(
+        "--token", default="", env_var="DEEPXRAY_TOKEN", is_secret=True, help="bearer token or API key (if needed)"
+    )
 
 
 @events.test_start.add_listener
@@ -67,6 +76,7 @@ def _start(environment, **_kwargs):
             "groups": options.groups,
             "pool_images": len(_state["pool"]),
             "host": environment.host,
+            "token": bool(options.token),  # whether one was sent; never the token itself
         }
         path.with_suffix(".meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         _state["log"] = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed at test_stop
@@ -100,6 +110,9 @@ class RadiographUser(HttpUser):
         self.images = itertools.islice(itertools.cycle(pool), offset % len(pool), None)
         self.accept_overload = self.environment.parsed_options.shape == "spike"
         self.timeout = self.environment.parsed_options.request_timeout
+        token = self.environment.parsed_options.token.strip()
+        if token:
+            self.client.headers["Authorization"] = f"Bearer {token}"
 
     @task
     def score(self):

@@ -3,6 +3,11 @@
     python -m loadtests.run --url http://127.0.0.1:8000 --shape steady --users 4 --duration 60s
     python -m loadtests.run --url http://127.0.0.1:8000 --shape ramp --users 12 --duration 120s
     python -m loadtests.run --url http://127.0.0.1:8000 --shape spike --users 4 --spike-factor 3 --duration 90s
+    DEEPXRAY_TOKEN=... python -m loadtests.run --url https://deepxray.example.org   # a service with access control
+
+A service with access control (`auth_mode` api_key or jwt) needs a token or API key with the scope `score`:
+`--token`, or the environment variable DEEPXRAY_TOKEN. Locust gets it in its environment, never on its command
+line, and it is written nowhere.
 
 Writes into `--out`: `locust_stats.csv`, `locust_stats_history.csv`, `locust_failures.csv`,
 `locust_exceptions.csv` and `locust.html` (Locust's own), `requests.csv` and `requests.meta.json` (every request),
@@ -16,7 +21,7 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadtests.pool import DEFAULT_POOL, ensure_pool, parse_groups
@@ -24,6 +29,7 @@ from loadtests.shapes import SHAPES
 from loadtests.summary import Summary, format_summary, read_log, summarise, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
+TOKEN_VARIABLE = "DEEPXRAY_TOKEN"
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 _DURATION = re.compile(r"(?P<plain>\d+)|(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?")
 
@@ -41,6 +47,9 @@ class LoadRun:
     spike_factor: float = 3.0
     warmup_s: float = 0.0  # left out of the figures (JIT, connection set-up, the ramp of users)
     request_timeout_s: float = 60.0
+    # Bearer token or API key sent with every request; None: DEEPXRAY_TOKEN of this environment, if any. Kept out
+    # of the repr, so that it is never printed with the run.
+    token: str | None = field(default=None, repr=False)
 
 
 def parse_duration(text: str) -> int:
@@ -81,6 +90,8 @@ def run_load(run: LoadRun, out: Path, pool: Path = DEFAULT_POOL, quiet: bool = F
     ensure_pool(pool, progress=not quiet)
     # The locustfile imports this package: make it importable from a plain checkout too.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    if run.token:
+        env[TOKEN_VARIABLE] = run.token  # the locustfile's --token: in the environment, not on a command line
     # Locust's end-of-run tables go to the log file; the summary below is what matters.
     with open(out / "locust.log", "w", encoding="utf-8") as log:
         result = subprocess.run(
@@ -108,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds left out of the figures")
     parser.add_argument("--pool", type=Path, default=DEFAULT_POOL, help="phantom pool (generated when missing)")
     parser.add_argument("--out", type=Path, default=Path("build/loadtest"), help="output folder")
+    parser.add_argument(
+        "--token", default=None, help=f"bearer token or API key for the service (default: {TOKEN_VARIABLE})"
+    )
     args = parser.parse_args(argv)
     run = LoadRun(
         url=args.url.rstrip("/"),
@@ -118,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         groups=args.groups,
         spike_factor=args.spike_factor,
         warmup_s=args.warmup,
+        token=args.token,
     )
     summary = run_load(run, args.out, args.pool)
     print(format_summary(summary))
