@@ -14,13 +14,18 @@ and a chest refused; with barely trained stand-ins (DEEPXRAY_MODELS_DIR pointing
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+import socket
 import subprocess
+import threading
+import time
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
+from deepxray.api.keys import add_key
 from deepxray.api.schemas import ScoreAnswer
 from deepxray.deployments.ingress import Ingress
 from deepxray.labels import JOINT_NAMES, RESEARCH_NOTICE
@@ -108,6 +113,17 @@ def overload(served):
         max_queued_requests=64,
     )
     serve.delete("overload")
+
+
+@pytest.fixture(scope="module")
+def locked(served, tmp_path_factory):
+    """An ingress with auth_mode api_key and one key with scope `score`: its route and the key."""
+    from ray import serve
+
+    keys_file = tmp_path_factory.mktemp("keys") / "api_keys.txt"
+    key = add_key(keys_file, "lab-a", frozenset({"score"}))
+    yield extra_ingress(served, "locked", Settings(auth_mode="api_key", api_keys_file=keys_file)), key
+    serve.delete("locked")
 
 
 def assert_error(response: httpx.Response, status: int, *codes: str) -> dict:
@@ -400,6 +416,89 @@ def test_evaluating_through_the_service_gives_the_in_process_numbers(served, tmp
     if served.trained:
         assert through_service["scores"]["n_joints"] == 50  # the five hands were scored, the chest refused
     assert through_service == in_process
+
+
+# ------------------------------------------------------------------------------------------ access control
+
+
+def test_a_key_with_the_scope_scores_and_no_key_is_401(served, locked, radiographs):
+    route, key = locked
+    data = radiographs.file("left_hand")
+    response = served.post(data, f"{route}/score", headers={"Authorization": f"Bearer {key}"})
+    assert_scored(served, response)
+    response = served.post(data, f"{route}/score")
+    assert_error(response, 401, "missing_credential")
+    assert response.headers["www-authenticate"] == 'Bearer realm="DeepXRay"'
+
+
+def serve_memory(fragments: tuple[str, ...]) -> int:
+    """Resident memory of the Ray processes whose command line holds one of `fragments`."""
+    import psutil
+
+    total = 0
+    for process in psutil.process_iter(["cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if any(fragment in command for fragment in fragments):
+            with contextlib.suppress(psutil.Error):
+                total += process.memory_info().rss
+    return total
+
+
+def post_without_credential(url: str, path: str, size: int) -> tuple[bytes, float, int]:
+    """POST `size` bytes to `path` with no credential over a raw socket, the body sent from a thread while the
+    answer is awaited: the status line, the seconds from the headers to it, and the body bytes sent by then."""
+    host, port = url.removeprefix("http://").split(":")
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+            f"Content-Length: {size}\r\n\r\n".encode()
+        )
+        start = time.perf_counter()
+
+        def send_body():
+            nonlocal sent
+            chunk = b"\0" * 2**16
+            with contextlib.suppress(OSError):  # the service may close the connection once it has answered
+                while sent < size:
+                    connection.sendall(chunk)
+                    sent += len(chunk)
+
+        sender = threading.Thread(target=send_body, daemon=True)
+        sender.start()
+        answer = b""
+        while b"\r\n" not in answer:
+            piece = connection.recv(4096)
+            if not piece:
+                break
+            answer += piece
+        seconds, sent_then = time.perf_counter() - start, sent
+        connection.shutdown(socket.SHUT_RDWR)
+        sender.join(30)
+    return answer.split(b"\r\n", 1)[0], seconds, sent_then
+
+
+def test_a_50_mb_upload_without_a_credential_is_refused_without_reading_it(served, locked):
+    """Refused before the body is read: the answer comes while the client is still sending, and the ingress never
+    holds the upload (its memory stays flat).
+
+    Serve's proxy reads the socket on its own, whatever the replica does (it queues the body for the replica
+    without bound), so it holds what arrives before the answer: measured here, 5-25 MiB of each 50 MB, and its
+    memory rose in steps by 56 MiB over 100 such uploads, by far less than one upload each time."""
+    route, _ = locked
+    size = 50 * 2**20
+    post_without_credential(served.url, f"{route}/score", 2**20)  # warm the connection path once
+    before = {name: serve_memory((name,)) for name in ("ProxyActor", "LockedIngress")}
+    results = [post_without_credential(served.url, f"{route}/score", size) for _ in range(5)]
+    grown = {name: serve_memory((name,)) - memory for name, memory in before.items()}
+    seconds = sorted(result[1] for result in results)
+    print(f"50 MB without a credential: 401 after {1000 * seconds[2]:.1f} ms (median of 5), at most "
+          f"{max(r[2] for r in results) / 2**20:.1f} MiB sent by then; RSS of the ingress "
+          f"{grown['LockedIngress'] / 2**20:+.1f} MiB, of Serve's proxy {grown['ProxyActor'] / 2**20:+.1f} MiB")  # fmt: skip
+    assert all(status.endswith(b" 401 Unauthorized") for status, _, _ in results), results
+    assert all(sent_then < size for _, _, sent_then in results)
+    assert grown["LockedIngress"] < 5 * 2**20
+    assert grown["ProxyActor"] < size  # five uploads, less than one of them kept
 
 
 def test_replicas_survived_everything(served):
