@@ -292,6 +292,8 @@ def test_api_keys_are_let_in_with_their_scopes_and_refused_once_revoked(keys_fil
     body = assert_refused(client.post("/score", headers=bearer(scorer)), 401, "invalid_token", "invalid_token")
     assert "revoked" in body["detail"]
     assert client.get("/v1/models", headers=bearer(reader)).status_code == 200  # the other key still works
+    listed = subprocess.run([DEEPXRAY, "keys", "list", "--keys-file", str(keys_file)], capture_output=True, text=True)
+    assert listed.returncode == 0 and listed.stdout == "lab-b\tread\n"
 
 
 def test_a_keys_file_broken_while_serving_refuses_everyone_with_503(keys_file):
