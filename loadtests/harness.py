@@ -2,6 +2,11 @@
 a port to serve on, the serve profile, starting the application on Ray Serve (or any service as a process),
 waiting for `/readyz`, and timing the same image sent again and again.
 
+A service may serve HTTPS (`served_application(..., ssl_keyfile=, ssl_certfile=)`, or `service_process(...,
+scheme="https")` for `serve run` of a profile with TLS on); it is then waited for with its certificate verified
+against a CA file (`ca_file`; a self-signed certificate is its own CA). `/readyz` needs no credential whatever the
+service's `auth_mode`, so a service with access control is waited for the same way.
+
 A port it is told to use must be free: a Ray Serve proxy binds its port with SO_REUSEPORT, so a second
 application started on the port of one already running (`serve run` on 8000, say) starts without complaint and
 the kernel hands the connections to either service: a benchmark would then time someone else's service. So a
@@ -16,6 +21,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -151,14 +157,39 @@ def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, period
         time.sleep(period_s)
 
 
-def wait_ready(url: str, timeout_s: float = READY_TIMEOUT_S, process: subprocess.Popen | None = None) -> None:
-    """Until `GET {url}/readyz` answers 200; RuntimeError at once if `process` (the service) exits first."""
+def client_verify(ca_file: str | Path | None = None) -> ssl.SSLContext | bool:
+    """What an httpx client verifies a service's certificate with (its `verify=`): the CAs in `ca_file` (PEM),
+    else the system's."""
+    return ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+
+
+def certificate_rejected(error: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind an httpx error, if that is what it was."""
+    while error is not None and not isinstance(error, ssl.SSLCertVerificationError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def wait_ready(
+    url: str,
+    timeout_s: float = READY_TIMEOUT_S,
+    process: subprocess.Popen | None = None,
+    ca_file: str | Path | None = None,
+) -> None:
+    """Until `GET {url}/readyz` answers 200 (it needs no credential); RuntimeError at once if `process` (the
+    service) exits first, or if an https `url`'s certificate fails verification against `ca_file` (default: the
+    system's CAs): waiting would not change it."""
     import httpx
 
     def ready() -> bool:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"the service at {url} exited with {process.returncode} before it was ready")
-        return httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+        try:
+            return httpx.get(f"{url}/readyz", timeout=10, verify=client_verify(ca_file)).status_code == 200
+        except httpx.ConnectError as error:
+            if rejected := certificate_rejected(error):
+                raise RuntimeError(f"the service at {url} has a certificate not trusted here: {rejected}") from error
+            raise
 
     wait_until(ready, timeout_s, f"{url}/readyz answering 200")
 
@@ -188,11 +219,23 @@ def served_application(
     port: int | None = None,
     host: str = HOST,
     timeout_s: float = READY_TIMEOUT_S,
+    ssl_keyfile: str | Path | None = None,
+    ssl_certfile: str | Path | None = None,
+    ca_file: str | Path | None = None,
 ) -> Iterator[str]:
     """The application (`deepxray.app.bind_graph(settings, deployments)`) on a Ray started here with `cpus`
     CPUs, ready; yields its URL. `port` must be free (PortTaken before Ray starts otherwise); None picks one.
-    Serve and Ray are shut down after, whatever happens."""
+    With `ssl_keyfile` and `ssl_certfile` (PEM) Serve's proxy serves HTTPS only, and the URL is https: it is
+    waited for with the certificate verified against `ca_file` (default: `ssl_certfile`, as for a self-signed
+    one). Serve and Ray are shut down after, whatever happens."""
+    if (ssl_keyfile is None) != (ssl_certfile is None):
+        raise ValueError("HTTPS needs both ssl_keyfile and ssl_certfile")
     port = claim_port(port, host)
+    http_options: dict[str, Any] = {"host": host, "port": port}
+    if ssl_certfile:
+        http_options.update(
+            ssl_keyfile=str(Path(ssl_keyfile).resolve()), ssl_certfile=str(Path(ssl_certfile).resolve())
+        )
     import ray
     from ray import serve
 
@@ -204,10 +247,10 @@ def served_application(
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"TMPDIR": str(scratch)}})  # fmt: skip
         try:
-            serve.start(http_options={"host": host, "port": port})
+            serve.start(http_options=http_options)
             serve.run(bind_graph(settings, deployments), name=APP, route_prefix="/", blocking=False)
-            url = f"http://{host}:{port}"
-            wait_ready(url, timeout_s)
+            url = f"{'https' if ssl_certfile else 'http'}://{host}:{port}"
+            wait_ready(url, timeout_s, ca_file=ca_file or ssl_certfile)
             refuse_shared_port(port)
             yield url
         finally:
@@ -238,11 +281,16 @@ def service_process(
     log: Path | None = None,
     stop_signal: int = signal.SIGTERM,
     timeout_s: float = READY_TIMEOUT_S,
+    scheme: str = "http",
+    ca_file: str | Path | None = None,
 ) -> Iterator[subprocess.Popen]:
-    """A service run as `command` (serving on `port`, which must be free), in its own process group, until its
-    `/readyz` answers; stopped after with `stop_signal` to the group (SIGKILL if it lingers). `env` (default:
-    this process's) with a scratch TMPDIR of its own, removed after. Its output goes to `log` when given, else
-    to this process's."""
+    """A service run as `command` (serving `scheme`, http or https, on `port`, which must be free), in its own
+    process group, until its `/readyz` answers (an https one verified against `ca_file`, default the system's
+    CAs); stopped after with `stop_signal` to the group (SIGKILL if it lingers). `env` (default: this process's)
+    with a scratch TMPDIR of its own, removed after. Its output goes to `log` when given, else to this
+    process's."""
+    if scheme not in ("http", "https"):
+        raise ValueError(f"scheme is http or https, not {scheme!r}")
     claim_port(port, host)
     with contextlib.ExitStack() as stack:
         scratch = stack.enter_context(scratch_dir())
@@ -252,7 +300,7 @@ def service_process(
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=output,
                                    stderr=subprocess.STDOUT if output else None, start_new_session=True)  # fmt: skip
         try:
-            wait_ready(f"http://{host}:{port}", timeout_s, process=process)
+            wait_ready(f"{scheme}://{host}:{port}", timeout_s, process=process, ca_file=ca_file)
             refuse_shared_port(port)
             yield process
         finally:

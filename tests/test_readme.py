@@ -14,14 +14,18 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from loadtests.harness import service_process
+from loadtests.harness import port_in_use, service_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 # The README's commands, with smaller counts so the suite stays quick; everything else is as written.
 SHRINK = {"--n": "3", "--write": "2", "--render": "2", "--synthetic": "16", "--hands": "2", "--others": "2",
           "--balanced": "2", "--both-hands": "2", "--runs": "3"}  # fmt: skip
+PROGRAMS = {"deepxray", "python", "serve", "curl", "openssl"}
+ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*", flags=re.S)
+PORT = 8000  # the README's
 
 
 def readme_commands() -> list[str]:
@@ -29,19 +33,46 @@ def readme_commands() -> list[str]:
     return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
 
 
-def runnable(command: str) -> list[str]:
-    """The command's words, shrunk, with `deepxray`/`python`/`serve` taken from this environment."""
+def parsed(command: str) -> tuple[dict[str, str], list[str]]:
+    """A README command's leading `NAME=value` environment assignments, and its words from the program on; an
+    AssertionError for a program no test runs."""
     words = shlex.split(command)
-    if words[0] in ("serve", "curl"):
-        return [str(Path(sys.executable).parent / "serve"), *words[1:]] if words[0] == "serve" else words
-    words = [SHRINK.get(words[i - 1], w) if i else w for i, w in enumerate(words)]
-    if words[:2] == ["deepxray", "train"]:
-        words += ["--epochs", "1"]
-    if words[0] == "deepxray":
-        return [str(Path(sys.executable).parent / "deepxray"), *words[1:]]
-    if words[0] == "python":
-        return [sys.executable, *words[1:]]
-    raise AssertionError(f"README command not covered by a test: {command}")
+    assignments = {}
+    while words and ASSIGNMENT.fullmatch(words[0]):
+        name, value = words.pop(0).split("=", 1)
+        assignments[name] = value
+    if not words or words[0] not in PROGRAMS:
+        raise AssertionError(f"README command not covered by a test: {command}")
+    return assignments, words
+
+
+def runnable(command: str) -> str:
+    """The command as bash runs it here (the environment's `deepxray`, `python` and `serve` first on PATH):
+    counts shrunk and training cut to one epoch; everything else, `$(...)` and `NAME=value` included, as written."""
+    _, words = parsed(command)
+    command = re.sub(rf"(?<!\S)({'|'.join(map(re.escape, SHRINK))})\s+\S+", lambda m: f"{m[1]} {SHRINK[m[1]]}", command)
+    return f"{command} --epochs 1" if words[:2] == ["deepxray", "train"] else command
+
+
+def served_scheme(target: str, checkout: Path) -> tuple[str, Path | None]:
+    """What `serve run TARGET` serves: https (with the certificate to verify it against: the README's is
+    self-signed) when TARGET is a profile with TLS on, else http."""
+    if not target.endswith((".yaml", ".yml")):
+        return "http", None
+    options = yaml.safe_load((checkout / target).read_text(encoding="utf-8")).get("http_options") or {}
+    return ("https", Path(options["ssl_certfile"])) if options.get("ssl_certfile") else ("http", None)
+
+
+def check_curl_answer(command: str, stdout: str, status: str | None, auth_mode: str) -> None:
+    """A score (200) as the README promises it; or, from a service with access control, a curl that sends no
+    credential refused with 401 `missing_credential` (curl exits 0 on a 401: its answer tells)."""
+    answer = json.loads(stdout)
+    if auth_mode != "none" and "Authorization" not in command:
+        assert (status, answer["error"]) == ("401", "missing_credential"), f"{command}\n{status} {stdout[:500]}"
+        return
+    assert status == "200", f"{command}\n{status} {stdout[:500]}"
+    assert set(answer["scores"]) == {"mcp1", "mcp2", "mcp3", "mcp4", "mcp5", "pip1", "pip2", "pip3", "pip4", "pip5"}
+    assert "research use only" in answer["notice"]
 
 
 def test_the_readme_test_command_is_the_one_ci_runs():
@@ -80,30 +111,47 @@ def test_readme_commands_run_in_order(tmp_path):
     """As a newcomer would on a fresh clone: the commands in the README's order, in a clean copy of the checkout
     (its code, its shipped models and checkpoints; nothing git ignores).
 
-    `serve run` keeps running (in the background here, on the README's port 8000, refused when another service
-    holds it) while the later commands, `curl` among them, talk to it. The training commands write under
-    `build/` like every other, so the shipped models stay what the service and the other commands use; the quick
-    start's install step is what this environment already did.
+    Each command runs as written through bash (`NAME=value` before it, `$(...)` in it), with this environment's
+    `deepxray`, `python` and `serve` first on PATH. `serve run` keeps running (in the background here, on the
+    README's port 8000, refused when another service holds it; over https, verified against the profile's own
+    certificate, when it serves a profile with TLS on) while the later commands, `curl` among them, talk to it; a
+    later `serve run` stops it first. A `curl` must get a score, or, without a credential from a service started
+    with access control, a 401 `missing_credential`. The training commands write under `build/` like every
+    other, so the shipped models stay what the service and the other commands use; the quick start's install
+    step is what this environment already did.
     """
     checkout = clean_copy(tmp_path / "checkout")
     shipped = files_under(checkout)
     env = {name: value for name, value in os.environ.items() if not name.startswith("DEEPXRAY_")}
     env["PYTHONPATH"] = str(checkout)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     commands = [readme_commands()[0].split(" && ", 1)[1]] + readme_commands()[2:]
+    if any(parsed(command)[1][0] == "openssl" for command in commands):
+        assert shutil.which("openssl", path=env["PATH"]), "the README's openssl command needs openssl installed"
     with contextlib.ExitStack() as running:
+        service = running.enter_context(contextlib.ExitStack())  # the `serve run` now running, if any
+        auth_mode = "none"
         for command in commands:
-            words = runnable(command)
-            if words[0].endswith("serve") and words[1] == "run":
+            assignments, words = parsed(command)
+            if words[:2] == ["serve", "run"]:
+                service.close()  # a second `serve run` takes the port of the first: stop that one first
+                wait_until(lambda: not port_in_use(PORT), 60, f"port {PORT} free after the last `serve run`")
+                scheme, ca_file = served_scheme(words[2], checkout)
                 # serve run shuts its application and Ray down on Ctrl-C
-                running.enter_context(service_process(words, 8000, cwd=checkout, env=env, stop_signal=signal.SIGINT))
+                service.enter_context(service_process(["bash", "-c", runnable(command)], PORT, cwd=checkout,
+                                                      env=env, stop_signal=signal.SIGINT, scheme=scheme,
+                                                      ca_file=ca_file))  # fmt: skip
+                auth_mode = assignments.get("DEEPXRAY_AUTH_MODE", "none")
                 continue
-            result = subprocess.run(words, cwd=checkout, env=env, capture_output=True, text=True, timeout=600)
+            shell = runnable(command)
+            if words[0] == "curl":  # the status on stderr; stdout stays what the reader sees
+                shell += " --write-out '%{stderr}%{http_code}'"
+            result = subprocess.run(["bash", "-c", shell], cwd=checkout, env=env, capture_output=True, text=True,
+                                    timeout=600)  # fmt: skip
             assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
             if words[0] == "curl":
-                answer = json.loads(result.stdout)
-                assert set(answer["scores"]) == {"mcp1", "mcp2", "mcp3", "mcp4", "mcp5", "pip1", "pip2", "pip3",
-                                                 "pip4", "pip5"}  # fmt: skip
-                assert "research use only" in answer["notice"]
+                status = re.search(r"(\d{3})\s*$", result.stderr)  # after curl's progress meter
+                check_curl_answer(command, result.stdout, status and status[1], auth_mode)
     assert (checkout / "build" / "report" / "report.md").is_file()
     assert "B − A" in (checkout / "build" / "comparison" / "report.md").read_text(encoding="utf-8")
     assert (checkout / "build" / "models" / "ratingen_score" / "model_card.json").is_file()
