@@ -222,3 +222,78 @@ def test_the_certificate_names_the_service_address(https_app, pki):
     localhost = https_app.replace("127.0.0.1", "localhost", 1)
     context = ssl.create_default_context(cafile=str(pki.ca))
     assert httpx.get(f"{localhost}/readyz", verify=context, timeout=30).status_code == 200
+
+
+# ------------------------------------------------------------------- the token issuer's key set over https (no Ray)
+
+
+@pytest.fixture
+def jwks_server(pki, tmp_path):
+    """An https server (certificate signed by the test CA) answering the key set of a test identity provider."""
+    import http.server
+    import threading
+
+    from identity import IdentityProvider
+
+    provider = IdentityProvider(tmp_path)
+
+    class KeySetHandler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = provider.jwks_path.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), KeySetHandler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.cert, pki.key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield provider, f"https://127.0.0.1:{server.server_address[1]}/jwks"
+    server.shutdown()
+    thread.join(10)
+
+
+def jwt_client(provider, url: str):
+    from fastapi.testclient import TestClient
+    from test_auth import CardsOnly
+
+    from deepxray.api.routes import create_app
+    from deepxray.api.service import ScoringService
+    from deepxray.settings import Settings
+
+    settings = Settings(**provider.settings(jwks=url, jwks_refetch_s=0))
+    return TestClient(create_app(ScoringService(CardsOnly(), settings)))
+
+
+def test_a_key_set_over_https_verified_against_the_ca_checks_tokens_and_follows_a_rotation(
+    jwks_server, pki, monkeypatch
+):
+    from identity import SigningKey
+
+    provider, url = jwks_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))  # the hospital's own CA, as the README says
+    client = jwt_client(provider, url)
+    token = provider.token(scope="read")
+    assert client.get("/v1/models", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    rotated = SigningKey.make("ES256")
+    provider.publish(rotated)  # the issuer replaces its key: the new kid is fetched, the old one refused
+    assert client.get("/v1/models", headers={"Authorization": f"Bearer {provider.token(rotated, scope='read')}"}
+                      ).status_code == 200  # fmt: skip
+    response = client.get("/v1/models", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401 and response.json()["error"] == "invalid_token"
+
+
+def test_a_key_set_whose_certificate_is_not_trusted_is_never_used(jwks_server, pki, monkeypatch):
+    provider, url = jwks_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.other_ca))
+    client = jwt_client(provider, url)
+    response = client.get("/v1/models", headers={"Authorization": f"Bearer {provider.token(scope='read')}"})
+    assert response.status_code == 503 and response.json()["error"] == "auth_unavailable"
+    assert "SSLCertVerificationError" in response.json()["detail"]

@@ -102,8 +102,9 @@ class KeySet:
             self._keys = parse_key_set(await asyncio.to_thread(self.fetch, self.source))
         except Exception as error:  # network, TLS, JSON or key errors: all mean "cannot check tokens now"
             if not self._keys:
+                cause = getattr(error, "reason", error)  # urllib wraps TLS and connection errors in URLError
                 raise KeySetUnavailableError(
-                    f"The token issuer's key set could not be fetched ({type(error).__name__}); retry later.",
+                    f"The token issuer's key set could not be fetched ({type(cause).__name__}); retry later.",
                     {"Retry-After": str(max(1, round(self.refetch_s)))},
                 ) from None
             # The keys of the last good fetch stay in use until the issuer answers again.
