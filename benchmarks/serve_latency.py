@@ -9,9 +9,18 @@ both hands (2560 x 3584, each hand scored on its own):
   script starts itself (Ray with `--cpus` CPUs, the one-machine profile and `args` of serve_config.yaml) on a
   free port, or on `--port`, which it refuses when another service holds it (its figures would be that one's).
 
-Prints p50 and p95 side by side with the served/in-process ratio of the medians. With `--soak N` it then sends N
-more requests and prints the memory (RSS) of each replica of a self-started application after request 200 and
-after request N, and the total of all Serve processes.
+Prints p50 and p95 side by side with the served/in-process ratio of the medians. Then the latency that access
+control adds per request (`deepxray.api.auth`, with signing keys, a JWKS, tokens and an API key made here in a
+temporary folder):
+
+- in-process: the median of `Access.principal` over `--auth-calls` requests for an RS256 and an ES256 access
+  token (auth_mode jwt, JWKS file) and an API key (auth_mode api_key), against auth_mode none;
+- served (an application started here; `--auth-runs 0` skips it): two more ingresses on the same model
+  replicas, alike but for auth_mode (none at /noauth, jwt at /jwt), sent the same PNG in alternating order,
+  then the same for `GET /v1/models`; p50 of each, their difference and the median of the paired differences.
+
+With `--soak N` it then sends N more requests and prints the memory (RSS) of each replica of a self-started
+application after request 200 and after request N, and the total of all Serve processes.
 
 The timings are from this machine's CPU (whatever else runs on it counts too); they are not a property of the
 models alone. Figures measured here are in docs/benchmarks.md ("Serving latency").
@@ -19,6 +28,7 @@ models alone. Figures measured here are in docs/benchmarks.md ("Serving latency"
     python -m benchmarks.serve_latency --runs 30
     python -m benchmarks.serve_latency --url http://127.0.0.1:8000 --runs 30
     python -m benchmarks.serve_latency --runs 30 --soak 1000
+    python -m benchmarks.serve_latency --runs 30 --auth-runs 0     # token validation in-process only
 """
 
 from __future__ import annotations
@@ -26,12 +36,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from loadtests.harness import APP, PortTaken, Timing, claim_port, profile, served_application, time_calls, time_image
+from loadtests.harness import (
+    APP,
+    PortTaken,
+    Timing,
+    claim_port,
+    outcome_of,
+    percentile,
+    profile,
+    served_application,
+    time_calls,
+    time_image,
+    wait_ready,
+)
 
 
 def phantom_files(seed: int) -> dict[str, bytes]:
@@ -73,6 +99,182 @@ def served(files: dict[str, bytes], url: str, runs: int, warmup: int) -> dict[st
         name: time_image(url, data, runs, warmup, filename="hand.png" if name.startswith("png") else "hand.jpg")
         for name, data in files.items()
     }
+
+
+# ------------------------------------------------------------------------------------------- access control
+
+ISSUER = "https://id.example.org/realms/benchmark"
+AUDIENCE = "deepxray"
+AUTH_ROUTES = {"none": "/noauth", "jwt": "/jwt"}
+
+
+def credentials(folder: Path) -> tuple[dict[str, dict], dict[str, str]]:
+    """Signing keys made here (RSA 2048 and P-256), their JWKS and an API keys file in `folder`: the auth
+    settings by mode, and a credential (scopes score and read, valid for a day) by kind."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from deepxray.api.keys import key_line, new_key
+
+    private_keys = {
+        "RS256": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        "ES256": ec.generate_private_key(ec.SECP256R1()),
+    }
+    now, jwks, tokens = int(time.time()), [], {}
+    for algorithm, private in private_keys.items():
+        public = json.loads(jwt.get_algorithm_by_name(algorithm).to_jwk(private.public_key()))
+        kid = f"benchmark-{algorithm.lower()}"
+        jwks.append({**public, "kid": kid, "use": "sig", "alg": algorithm})
+        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "benchmark", "iat": now, "exp": now + 86400,
+                  "scope": "score read"}  # fmt: skip
+        tokens[f"JWT {algorithm}"] = jwt.encode(claims, private, algorithm=algorithm, headers={"kid": kid})
+    (folder / "jwks.json").write_text(json.dumps({"keys": jwks}), encoding="utf-8")
+    api_key = new_key()
+    (folder / "api_keys").write_text(key_line("benchmark", api_key, {"score", "read"}) + "\n", encoding="utf-8")
+    settings = {
+        "none": {"auth_mode": "none"},
+        "jwt": {"auth_mode": "jwt", "jwks": str(folder / "jwks.json"), "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE},
+        "api_key": {"auth_mode": "api_key", "api_keys_file": str(folder / "api_keys")},
+    }
+    return settings, {"no auth": "", **tokens, "API key": api_key}
+
+
+def validation_times(auth: dict[str, dict], creds: dict[str, str], calls: int, warmup: int = 100) -> dict[str, Timing]:
+    """`Access.principal` (deepxray.api.auth) on a request carrying each credential, `calls` times after `warmup`,
+    one at a time on one event loop, as the ingress's route dependency runs it."""
+    from starlette.requests import Request
+
+    from deepxray.api.auth import Access
+    from deepxray.settings import Settings
+
+    def mode(kind: str) -> str:
+        return "none" if kind == "no auth" else "api_key" if kind == "API key" else "jwt"
+
+    async def measure(access: Access, credential: str) -> Timing:
+        headers = [(b"authorization", f"Bearer {credential}".encode())] if credential else []
+        times = []
+        for i in range(warmup + calls):
+            request = Request({"type": "http", "method": "POST", "path": "/score", "headers": headers})
+            start = time.perf_counter()
+            principal = await access.principal(request)
+            elapsed = time.perf_counter() - start
+            if i >= warmup:
+                times.append(elapsed)
+        assert "score" in principal.scopes, principal  # the credential passed: its validation was timed
+        return Timing(times, "200")
+
+    async def all_kinds() -> dict[str, Timing]:
+        return {kind: await measure(Access(Settings(**auth[mode(kind)])), credential)
+                for kind, credential in creds.items()}  # fmt: skip
+
+    return asyncio.run(all_kinds())
+
+
+@contextlib.contextmanager
+def auth_ingresses(url: str, settings, deployments, auth: dict[str, dict]) -> Iterator[dict[str, str]]:
+    """Two more applications on the running application's model replicas, each an ingress only, alike (the
+    profile's Ingress options, a tenth of a CPU each) but for auth_mode: none at /noauth and jwt at /jwt. Yields
+    their URLs by mode; deletes them after."""
+    from ray import serve
+
+    from deepxray.app import MODEL_DEPLOYMENTS
+    from deepxray.deployments.ingress import Ingress
+    from deepxray.settings import Settings
+
+    handles = {name: serve.get_deployment_handle(deployment.name, app_name=APP)
+               for name, deployment in MODEL_DEPLOYMENTS.items()}  # fmt: skip
+    base = {k: v for k, v in (deployments or {}).get("Ingress", {}).items() if k not in ("name", "num_replicas")}
+    actor = {**base.get("ray_actor_options", {}), "num_cpus": 0.1}
+    given = settings.model_dump(exclude_unset=True)
+    urls = {}
+    try:
+        for mode, route in AUTH_ROUTES.items():
+            ingress = Ingress.options(**{**base, "name": f"{mode.capitalize()}Ingress", "ray_actor_options": actor})
+            app_settings = Settings.with_environment({**given, **auth[mode]})
+            serve.run(ingress.bind(**handles, settings=app_settings), name=f"auth-{mode}", route_prefix=route,
+                      blocking=False)  # fmt: skip
+            urls[mode] = f"{url}{route}"
+        for mode_url in urls.values():
+            wait_ready(mode_url, 300)
+        yield urls
+    finally:
+        for mode in urls:
+            with contextlib.suppress(Exception):
+                serve.delete(f"auth-{mode}")
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Latencies of the same request without (`plain`) and with a token (`auth`), sent in alternating order."""
+
+    plain: Timing
+    auth: Timing
+
+    @property
+    def paired_difference(self) -> float:
+        return percentile([a - p for p, a in zip(self.plain.times, self.auth.times, strict=True)], 50)
+
+
+def time_pairs(urls: dict[str, str], token: str, send, runs: int, warmup: int) -> Paired:
+    """`send(client)` (which answers "200" or what went wrong) against /noauth and /jwt (with the token) in turn,
+    the first of each pair alternating, `runs` pairs after `warmup`; one HTTP connection each."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"}
+    with (
+        httpx.Client(base_url=urls["none"], timeout=120) as plain,
+        httpx.Client(base_url=urls["jwt"], timeout=120, headers=headers) as auth,
+    ):
+        times = {"plain": [], "auth": []}
+        outcomes = {"plain": "200", "auth": "200"}
+        for i in range(warmup + runs):
+            order = (("plain", plain), ("auth", auth)) if i % 2 == 0 else (("auth", auth), ("plain", plain))
+            for which, client in order:
+                start = time.perf_counter()
+                answer = send(client)
+                elapsed = time.perf_counter() - start
+                if answer != "200" and outcomes[which] == "200":
+                    outcomes[which] = answer
+                if i >= warmup:
+                    times[which].append(elapsed)
+    return Paired(Timing(times["plain"], outcomes["plain"]), Timing(times["auth"], outcomes["auth"]))
+
+
+def served_auth(urls: dict[str, str], token: str, data: bytes, runs: int, warmup: int) -> dict[str, Paired]:
+    """POST /score of `data` and GET /v1/models (ten times as many pairs: it is quick), without and with the
+    token. Checks first that /jwt really refuses a request without one."""
+    import httpx
+
+    refused = httpx.get(f"{urls['jwt']}/v1/models", timeout=30).status_code
+    if refused != 401:
+        raise RuntimeError(f"the /jwt ingress answered {refused} without a token, not 401: access control is not on")
+    return {
+        "POST /score png16": time_pairs(
+            urls, token, lambda c: outcome_of(c.post("/score", files={"xray": ("hand.png", data)})), runs, warmup
+        ),
+        "GET /v1/models": time_pairs(urls, token, lambda c: outcome_of(c.get("/v1/models")), 10 * runs, 10 * warmup),
+    }
+
+
+def print_auth(local: dict[str, Timing], calls: int, remote: dict[str, Paired] | None) -> None:
+    base = local["no auth"].p50
+    print(f"\ntoken validation per request, in-process (Access.principal, median of {calls} calls; ms):")
+    for kind, timing in local.items():
+        added = "" if kind == "no auth" else f"   added {1000 * (timing.p50 - base):+.3f}"
+        print(f"  {kind:10s} {1000 * timing.p50:8.3f}{added}")
+    if remote is None:
+        return
+    print("served, alternating requests to two ingresses alike but for auth_mode (none, jwt with an RS256 token); ms:")
+    print(
+        f"{'request':28s} {'pairs':>5s} {'no auth p50':>12s} {'jwt p50':>8s} {'added p50':>10s} {'paired median':>14s}"
+    )
+    for name, pair in remote.items():
+        print(
+            f"{name:28s} {len(pair.plain.times):5d} {1000 * pair.plain.p50:12.2f} {1000 * pair.auth.p50:8.2f} "
+            f"{1000 * (pair.auth.p50 - pair.plain.p50):+10.2f} {1000 * pair.paired_difference:+14.2f}"
+        )
+        if pair.plain.outcome != "200" or pair.auth.outcome != "200":
+            print(f"  ! not answered 200: no auth answered {pair.plain.outcome}, jwt {pair.auth.outcome}")
 
 
 def serve_memory() -> dict[str, int]:
@@ -124,6 +326,13 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="CPUs of the Ray started here")
     parser.add_argument("--port", type=int, default=None, help="port of the service started here (default: a free one)")
     parser.add_argument("--soak", type=int, default=0, help="then send this many requests and report memory")
+    parser.add_argument("--auth-calls", type=int, default=2000, help="in-process token validations per credential")
+    parser.add_argument(
+        "--auth-runs",
+        type=int,
+        default=None,
+        help="pairs of /score requests without and with a token (default: --runs; 0: no served comparison)",
+    )
     parser.add_argument(
         "--min-joint-confidence",
         type=float,
@@ -145,7 +354,11 @@ def main() -> None:
 
     files = phantom_files(args.seed)
     local = in_process(files, settings, args.runs, args.warmup)
+    auth_runs = args.runs if args.auth_runs is None else args.auth_runs
     with contextlib.ExitStack() as stack:
+        auth_folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="deepxray-auth-")))
+        auth, creds = credentials(auth_folder)
+        validation = validation_times(auth, creds, args.auth_calls)  # before Ray starts: nothing else running
         try:
             url = args.url or stack.enter_context(served_application(settings, deployments, args.cpus, port))
         except PortTaken as error:
@@ -162,6 +375,13 @@ def main() -> None:
             )
             if lt.outcome != "200" or rt.outcome != "200":
                 print(f"  ! not scored: in-process answered {lt.outcome}, served {rt.outcome}; the timings stop there")
+        paired = None
+        if started_here and auth_runs > 0:
+            with auth_ingresses(url, settings, deployments, auth) as urls:
+                paired = served_auth(urls, creds["JWT RS256"], files["png16"], auth_runs, args.warmup)
+        print_auth(validation, args.auth_calls, paired)
+        if not started_here and auth_runs > 0:
+            print("the served comparison needs an application started here (without --url)")
         if args.soak:
             if started_here:
                 soak(files["png16"], url, args.soak)

@@ -360,13 +360,17 @@ def time_image(url: str, data: bytes, runs: int, warmup: int = 0, filename: str 
     with httpx.Client(base_url=url, timeout=120) as client:
 
         def upload() -> str:
-            response = client.post("/score", files={"xray": (filename, data)})
-            if response.status_code == 200:
-                return "200"
-            try:
-                error = response.json().get("error", "")
-            except ValueError:
-                error = response.text[:100]
-            return f"{response.status_code} {error}".strip()
+            return outcome_of(client.post("/score", files={"xray": (filename, data)}))
 
         return time_calls(upload, runs, warmup)
+
+
+def outcome_of(response) -> str:
+    """ "200", or the status and the API's error code (or the start of the body) of another answer."""
+    if response.status_code == 200:
+        return "200"
+    try:
+        error = response.json().get("error", "")
+    except ValueError:
+        error = response.text[:100]
+    return f"{response.status_code} {error}".strip()
