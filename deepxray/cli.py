@@ -84,15 +84,8 @@ def _keys_new(args: argparse.Namespace) -> int:
     scopes = parse_scopes(args.scopes)
     if not scopes:
         raise ValueError("give at least one scope, e.g. --scopes score,read")
-    if args.keys_file:
-        key = add_key(args.keys_file, check_key_id(args.id), scopes)
-        line = next(
-            item for item in args.keys_file.read_text(encoding="utf-8").splitlines() if item.startswith(f"{args.id}:")
-        )
-    else:
-        key = new_key()
-        line = key_line(args.id, key, scopes)
-    print(line)  # the line for the keys file: the key's digest, never the key
+    key = add_key(args.keys_file, check_key_id(args.id), scopes) if args.keys_file else new_key()
+    print(key_line(args.id, key, scopes))  # the line for the keys file: the key's digest, never the key
     if args.key_out:
         descriptor = os.open(args.key_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as key_file:
