@@ -1,4 +1,4 @@
-"""The `deepxray` command: phantoms, training, evaluation and API keys."""
+"""The `deepxray` command: phantoms, training, evaluation, registry scoring and API keys."""
 
 from __future__ import annotations
 
@@ -76,6 +76,24 @@ def _evaluate(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(f"wrote {files['markdown']} (research use only; figures on phantoms are not clinical accuracy)")
     return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from deepxray.batch.run import ScoreRun, score_registry
+
+    if args.url and (args.address or args.workers or args.batch_size):
+        raise ValueError("--address, --workers and --batch-size are for Ray Data; --url scores with a service")
+    if args.token is not None and not args.url:
+        raise ValueError("--token is for a running service: give it with --url")
+    token = (args.token if args.token is not None else os.environ.get("DEEPXRAY_TOKEN", "")).strip() or None
+    run = ScoreRun(
+        inputs=args.inputs, out=args.out, url=args.url, token=token, address=args.address, models_dir=args.models,
+        workers=args.workers, batch_size=args.batch_size, concurrency=args.concurrency, overwrite=args.overwrite,
+        patient_key=args.patient_key, progress=not args.quiet,
+    )  # fmt: skip
+    summary = score_registry(run)
+    print(summary.text(args.out))
+    return 130 if summary.interrupted else 0
 
 
 def _keys_new(args: argparse.Namespace) -> int:
@@ -200,6 +218,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     evaluate.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     evaluate.set_defaults(func=_evaluate)
+
+    score = commands.add_parser("score", help="score a registry: files, folders, lists -> one row per hand")
+    score.add_argument("inputs", nargs="+", metavar="INPUT",
+                       help="files, folders (recursive) or lists of paths (.txt, or .csv with a path column)")  # fmt: skip
+    score.add_argument("--out", type=Path, required=True, help="the table: .csv (default), .jsonl or .parquet")
+    score.add_argument("--overwrite", action="store_true", help="start afresh (default: resume, skipping done films)")
+    score.add_argument("--models", type=Path, default=None, help="model folder (default: DEEPXRAY_MODELS_DIR, shipped)")
+    score.add_argument("--address", default=None, help="a Ray cluster for Ray Data: auto, or ray://HEAD:10001")
+    score.add_argument("--workers", type=int, default=None, help="Ray Data actors (default: one per CPU)")
+    score.add_argument("--batch-size", type=int, default=None, help="films per actor call (default 4)")
+    score.add_argument("--url", default=None, help="score with a running service instead of Ray Data")
+    score.add_argument("--token", default=None, help="bearer token or API key for --url (default: DEEPXRAY_TOKEN)")
+    score.add_argument("--concurrency", type=int, default=4, help="films in flight to the service (--url)")
+    score.add_argument("--patient-key", default=None, metavar="COLUMN",
+                       help="the input CSV's column with a pseudonymous patient key, written with each row")  # fmt: skip
+    score.add_argument("--quiet", action="store_true", help="no progress bar")
+    score.set_defaults(func=_score)
 
     keys = commands.add_parser("keys", help="API keys for auth_mode api_key (the service keeps their digests only)")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)

@@ -306,6 +306,17 @@ async def score_radiograph(
     return assemble_answer(scored.body, [scored.hand], 90 * scored.turns, warnings, models.versions, request_id)
 
 
+async def answer_or_refusal(data: bytes, models: Models, settings: Settings | None = None) -> tuple[int, dict]:
+    """The `/score` contract without HTTP: (200, the answer), or the status and error body of a file refused
+    (unreadable, too large, not a hand, ...). Failures of the models themselves still raise."""
+    try:
+        return 200, await score_radiograph(data, models, settings)
+    except ApiError as error:
+        if error.status >= 500:
+            raise
+        return error.status, error.to_json()
+
+
 def _found_hand(side: ScoredHand | ScoringError) -> bool:
     """A side of the film that shows a hand: scored, or accepted as a hand by the body-part model and refused
     by a later step (some joints not found, not a hand's layout, orientation unclear: a hand cut off, say). A

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     # than this: a stream of made-up key ids must not turn into a stream of requests to the identity provider.
     jwks_refetch_s: float = Field(10.0, ge=0.0, description="Least seconds between fetches for an unknown key id")
 
+    # Batch scoring (deepxray/batch): the research team's secret for pseudonymous study and series ids.
+    pseudonym_salt: str | None = Field(
+        None, description="Salt of the pseudonymous study/series ids `deepxray score` writes (none: no ids written)"
+    )
+
     @model_validator(mode="after")
     def _auth_is_complete(self) -> Settings:
         missing = {

@@ -63,18 +63,14 @@ def result_from_answer(image_id: str, image: LabelledImage, status: int, body: d
 
 def in_process_scorer(models_dir: Path) -> Callable[[bytes], Outcome]:
     """Score with the models of `models_dir` loaded in this process."""
-    from deepxray.imaging import ImagingError
     from deepxray.models.runtime import local_models
-    from deepxray.pipeline import ScoringError, score_radiograph
+    from deepxray.pipeline import answer_or_refusal
 
     models = local_models(models_dir)
     loop = asyncio.new_event_loop()
 
     def score(data: bytes) -> Outcome:
-        try:
-            return 200, loop.run_until_complete(score_radiograph(data, models))
-        except (ScoringError, ImagingError) as error:
-            return error.status, error.to_json()
+        return loop.run_until_complete(answer_or_refusal(data, models))
 
     return score
 
