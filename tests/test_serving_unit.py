@@ -578,11 +578,15 @@ def test_logs_hold_status_sizes_and_timings_but_not_the_file(left_hand, caplog, 
     with caplog.at_level(logging.INFO, logger="ray.serve.deepxray"):
         ok = post(client, data, name="Doe_Jane_1970-01-01.png")
         bad = post(client, bad_files["text"], name="Doe_Jane_notes.txt")
-    lines = [r.getMessage() for r in caplog.records if r.name == "ray.serve.deepxray"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "ray.serve.deepxray"]
+    lines = [message for message in messages if message.startswith("score ")]
     assert len(lines) == 2
     assert f"request_id={ok.json()['request_id']} status=200 bytes={len(data)}" in lines[0]
     assert "total_ms=" in lines[0] and "decode_ms=" in lines[0]
     assert f"request_id={bad.json()['request_id']} status=415" in lines[1]
+    audit = [message for message in messages if message.startswith("audit ")]  # and one audit line each
+    assert [line.split()[1] for line in audit] == [f"request_id={ok.json()['request_id']}",
+                                                   f"request_id={bad.json()['request_id']}"]  # fmt: skip
     assert "Doe" not in caplog.text and "Patient notes" not in caplog.text
 
 
