@@ -16,6 +16,7 @@ with the models, and the scorer's micro-batcher puts the crops of several films 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -46,8 +47,11 @@ class FilmScorer:
     def __call__(self, batch: dict):
         films = [(Film(source, key or None), image) for source, key, image in
                  zip(batch["source"], batch["patient_key"], batch["image_id"], strict=True)]  # fmt: skip
-        scored = self.loop.run_until_complete(asyncio.gather(*(self.score(film, image) for film, image in films)))
-        return as_table([row for rows in scored for row in rows])
+        return as_table(self.loop.run_until_complete(self.score_all(films)))
+
+    async def score_all(self, films: list[tuple[Film, str | None]]) -> list[dict]:
+        scored = await asyncio.gather(*(self.score(film, image) for film, image in films))
+        return [row for rows in scored for row in rows]
 
     async def score(self, film: Film, image_id: str | None) -> list[dict]:
         from deepxray.pipeline import answer_or_refusal
@@ -82,8 +86,9 @@ def score_films(
 
     workers = workers or max(1, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1) // cpus_per_worker))
     context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # `deepxray score` shows its own progress
+    context.enable_progress_bars = False  # `deepxray score` shows its own progress, and Ray Data's notes go:
     context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     items = [{"source": film.source, "patient_key": film.patient_key or "", "image_id": image}
              for film, image in films]  # fmt: skip
     dataset = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch_size)))

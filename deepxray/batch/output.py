@@ -3,8 +3,9 @@ table to resume from: CSV (the default), JSON lines (`.jsonl`, `.json`) or Parqu
 files, one per batch of films, each written whole under a temporary name and then renamed).
 
 On opening an existing table, resume first mends what a kill can leave: a last line cut in half is dropped, and
-so are the rows of a film with fewer rows than its `rows_of_film` (the film is scored again). The image ids of the
-films left are the ones a run skips.
+so are the rows of a film with fewer rows than its `rows_of_film` (the film is scored again), of a film the scorer
+failed on (a timeout, a service that was down) and of a file that could not be read: all are tried again. The
+image ids of the films left are the ones a run skips.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from deepxray.batch.rows import COLUMNS
+from deepxray.batch.rows import COLUMNS, FAILED
 from deepxray.labels import JOINT_NAMES
 
 INTEGER_COLUMNS = frozenset({*JOINT_NAMES, "total", "hand", "rotated_deg", "rows_of_film"})
@@ -33,10 +34,12 @@ class TableError(ValueError):
 
 
 def complete_films(rows: list[dict]) -> set[str]:
-    """Image ids whose rows are all there (as many as each row's `rows_of_film` says)."""
+    """Image ids whose rows are all there (as many as each row's `rows_of_film` says), except films the scorer
+    failed on (a timeout, a service that was down): those are tried again."""
     counts = Counter(row["image_id"] for row in rows if row.get("image_id"))
     expected = {row["image_id"]: int(row["rows_of_film"] or 0) for row in rows if row.get("image_id")}
-    return {image for image, count in counts.items() if count == expected[image]}
+    failed = {row["image_id"] for row in rows if row.get("status") == FAILED}
+    return {image for image, count in counts.items() if count == expected[image] and image not in failed}
 
 
 class Output:
@@ -87,8 +90,8 @@ class Output:
             leftover.unlink()  # a part whose writing was cut short; its films are scored again
         parts = {part: pq.read_table(part) for part in sorted(self.path.glob("part-*.parquet"))}
         done = complete_films([row for table in parts.values() for row in
-                               table.select(["image_id", "rows_of_film"]).to_pylist()])  # fmt: skip
-        for part, table in parts.items():  # rows of films cut short, or of files not read, go: they are tried again
+                               table.select(["image_id", "rows_of_film", "status"]).to_pylist()])  # fmt: skip
+        for part, table in parts.items():  # rows of films cut short, failed or not read go: they are tried again
             kept = [row for row in table.to_pylist() if row.get("image_id") in done]
             if len(kept) != table.num_rows:
                 pq.write_table(as_table(kept), part.with_suffix(".tmp"))
