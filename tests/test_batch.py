@@ -206,7 +206,7 @@ def test_ray_data_scores_a_mixed_registry_one_row_per_hand_and_one_per_bad_file(
             assert len(scored) == len(hands), (name, film)  # one row per hand (the shipped models find them all)
             for hand, row in zip(sorted(hands, key=lambda h: h["laterality"]), scored, strict=True):
                 assert row["laterality"] == hand["laterality"]
-                truth = {joint["name"]: joint["score"] for joint in hand["joints"]}
+                truth = {name: joint["score"] for name, joint in hand["joints"].items()}
                 agree += sum(int(row[name]) == truth[name] for name in JOINT_NAMES)
                 total += len(JOINT_NAMES)
         else:
