@@ -153,6 +153,10 @@ def test_readme_commands_run_in_order(tmp_path):
                 status = re.search(r"(\d{3})\s*$", result.stderr)  # after curl's progress meter
                 check_curl_answer(command, result.stdout, status and status[1], auth_mode)
     assert (checkout / "build" / "report" / "report.md").is_file()
+    scored = (checkout / "build" / "scores.csv").read_text(encoding="utf-8").splitlines()
+    assert scored[0].startswith("source,image_id,") and len(scored) > 3  # the registry's films, each once
+    assert len({line.split(",")[1] for line in scored[1:]}) == 3
+    assert (checkout / "build" / "scores-service.jsonl").read_text(encoding="utf-8").count("\n") == len(scored) - 1
     assert "B − A" in (checkout / "build" / "comparison" / "report.md").read_text(encoding="utf-8")
     assert (checkout / "build" / "models" / "ratingen_score" / "model_card.json").is_file()
     assert (checkout / "build" / "models-small-epoch1" / "ratingen_score" / "model_card.json").is_file()
