@@ -230,7 +230,9 @@ def scores_by_film(rows: list[dict]) -> dict[str, list[tuple]]:
     films: dict[str, list[tuple]] = {}
     for row in rows:
         grades = tuple(None if row[name] in (None, "") else int(row[name]) for name in JOINT_NAMES)
-        films.setdefault(row["image_id"], []).append((row["status"], row["error"], row["laterality"] or None, grades))
+        films.setdefault(row["image_id"], []).append(
+            (row["status"], row["error"] or None, row["laterality"] or None, grades)
+        )
     return {image: sorted(film, key=str) for image, film in films.items()}
 
 
