@@ -55,6 +55,10 @@ def test_inputs_are_files_folders_and_lists_each_film_once(tmp_path):
     assert [(Path(f.source).name, f.patient_key) for f in keyed] == [("b.dcm", "P-17"), ("c", None)]
     with pytest.raises(ValueError, match="no column 'patient_id'"):
         collect_films([str(table)], patient_key="patient_id")
+    headless = tmp_path / "headless.csv"
+    headless.write_text("registry/visit-1/a.png,P-1\n")
+    with pytest.raises(ValueError, match="needs a header with a path column"):
+        collect_films([str(headless)])
 
 
 def test_the_image_id_is_the_content_not_the_name(tmp_path):

@@ -69,7 +69,9 @@ def read_list(path: Path, patient_key: str | None) -> list[Film]:
         return []
     header = next(csv.reader([lines[0]]))
     column = next((name for name in header if name.strip().lower() in PATH_COLUMNS), None)
-    if path.suffix.lower() == ".csv" and column is not None:
+    if path.suffix.lower() == ".csv" and column is None:
+        raise ValueError(f"{path} needs a header with a path column ({', '.join(PATH_COLUMNS)}); it has {lines[0]!r}")
+    if path.suffix.lower() == ".csv":
         rows = list(csv.DictReader(lines))
         if patient_key and patient_key not in header:
             raise ValueError(f"{path} has no column {patient_key!r} for --patient-key (it has {', '.join(header)})")
