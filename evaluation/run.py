@@ -75,31 +75,13 @@ def in_process_scorer(models_dir: Path) -> Callable[[bytes], Outcome]:
     return score
 
 
-class AccessRefusedError(ValueError):
-    """The service refused the evaluation's credential (401) or its scope (403): no image can be scored, so the
-    evaluation stops at the first answer (a ValueError: the CLI prints it as one `deepxray: error:` line)."""
-
-
-def access_refused(url: str, status: int, body: dict, token: str | None) -> AccessRefusedError:
-    """The one-line error for a 401 or 403 of the service at `url` (the service's detail never quotes the
-    credential, and neither does this)."""
-    code = body.get("error") or ("unauthorized" if status == 401 else "forbidden")
-    detail = str(body.get("detail") or "").strip()
-    why = f"{status} {code}" + (f": {detail}" if detail else "")
-    if status == 403:
-        advice = "use a token or API key with the scope 'score'"
-    elif token:
-        advice = "check the token (--token or DEEPXRAY_TOKEN): it may have expired or be meant for another service"
-    else:
-        advice = "give a token or API key with --token or DEEPXRAY_TOKEN"
-    return AccessRefusedError(f"the service at {url} refused the evaluation ({why}); {advice}")
-
-
 def http_scorer(url: str, timeout_s: float = 60.0, token: str | None = None) -> Callable[[bytes], Outcome]:
     """Score by posting to a running service's `/score` (`url` is its base, e.g. http://127.0.0.1:8000), with
-    `Authorization: Bearer <token>` when a token (or API key) is given. A 401 or 403 raises AccessRefusedError
+    `Authorization: Bearer <token>` when a token (or API key) is given. A 401 or 403 raises `AccessRefusedError`
     at once: it is about the credential, not about the image."""
     import httpx
+
+    from deepxray.batch.remote import access_refused
 
     base = url.rstrip("/")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -114,7 +96,7 @@ def http_scorer(url: str, timeout_s: float = 60.0, token: str | None = None) -> 
         if not isinstance(body, dict):
             body = {}
         if response.status_code in (401, 403):
-            raise access_refused(base, response.status_code, body, token)
+            raise access_refused(base, response.status_code, body, token, refused="the evaluation", then="")
         return response.status_code, body
 
     return score
@@ -167,7 +149,7 @@ def run_evaluation(
     folder, artifact or card is a ValueError of one sentence. Without `models` or `url`, the models are those of
     `DEEPXRAY_MODELS_DIR` (`deepxray.settings.Settings.models_dir`) or else the shipped ones. `token` (a bearer
     token or API key, for `url` only) is sent with every request; a service that refuses it stops the evaluation
-    with an AccessRefusedError (a ValueError).
+    with `deepxray.batch.remote.AccessRefusedError` (a ValueError).
     """
     from deepxray.models.registry import check_model_set
     from evaluation.data import load_labels

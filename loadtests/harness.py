@@ -258,6 +258,29 @@ def served_application(
             ray.shutdown()
 
 
+@contextlib.contextmanager
+def served_in_thread(app, host: str = HOST, timeout_s: float = 30) -> Iterator[str]:
+    """An ASGI `app` under uvicorn in a thread of this process, on a free port, until the block ends; yields its
+    URL. For stand-ins and the API without Ray (tests of clients, the docs page)."""
+    import threading
+
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=free_port(host), log_level="warning", lifespan="off",
+                            timeout_graceful_shutdown=1)  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), timeout_s, "uvicorn starting", period_s=0.02)
+        if not server.started:
+            raise RuntimeError("uvicorn stopped before it served (see its log above)")
+        yield f"http://{host}:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 def stop_process_group(process: subprocess.Popen, first: int = signal.SIGTERM, timeout_s: float = STOP_TIMEOUT_S):
     """Sends `first` to the process's group (it leads one: `start_new_session`), then SIGKILL after `timeout_s`."""
     with contextlib.suppress(ProcessLookupError):

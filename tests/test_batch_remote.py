@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -36,7 +35,7 @@ from deepxray.batch.remote import (
 from deepxray.batch.rows import COLUMNS
 from deepxray.labels import JOINT_NAMES
 from deepxray.models.registry import MODEL_NAMES
-from loadtests.harness import HOST, free_port
+from loadtests.harness import HOST, free_port, served_in_thread
 
 DEEPXRAY = str(Path(sys.executable).parent / "deepxray")
 TOKEN = "s3cret-token-never-shown"
@@ -114,21 +113,9 @@ class FakeService:
 def fake_server():
     service = FakeService()
     app = Starlette(routes=[Route("/score", service.score, methods=["POST"])])
-    port = free_port()
-    config = uvicorn.Config(app, host=HOST, port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the stand-in service did not start"
-        time.sleep(0.02)
-    service.url = f"http://{HOST}:{port}"
-    try:
+    with served_in_thread(app) as url:
+        service.url = url
         yield service
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture()

@@ -7,11 +7,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
-import time
 
 import pytest
-import uvicorn
 from test_auth import CardsOnly
 
 from deepxray.api.keys import add_key
@@ -19,7 +16,7 @@ from deepxray.api.routes import create_app
 from deepxray.api.service import ScoringService
 from deepxray.logs import LOGGER_NAME
 from deepxray.settings import Settings
-from loadtests.harness import HOST, free_port
+from loadtests.harness import served_in_thread
 
 pytestmark = pytest.mark.browser
 
@@ -34,17 +31,8 @@ def service(tmp_path):
     keys_file = tmp_path / "api_keys.txt"
     key = add_key(keys_file, "lab-a", frozenset({"read"}))
     app = create_app(ScoringService(CardsOnly(), Settings(auth_mode="api_key", api_keys_file=keys_file)))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://{HOST}:{port}", key
-    server.should_exit = True
-    thread.join(10)
+    with served_in_thread(app) as url:
+        yield url, key
 
 
 def call_model_cards(page) -> tuple[int, str | None]:

@@ -85,3 +85,11 @@ def read_list(path: Path, patient_key: str | None) -> list[Film]:
 def _beside(listing: Path, name: str) -> Path:
     path = Path(name).expanduser()
     return path if path.is_absolute() else listing.parent / path
+
+
+def read_film(film: Film) -> tuple[bytes | None, dict | None]:
+    """The film's bytes, or (None, the error body of a file that cannot be read: a refused row)."""
+    try:
+        return Path(film.source).read_bytes(), None
+    except OSError as error:
+        return None, {"error": "unreadable", "detail": f"The file could not be read ({error.strerror})."}

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from deepxray.batch.context import study_context
-from deepxray.batch.inputs import Film
+from deepxray.batch.inputs import Film, read_film
 from deepxray.batch.output import as_table
 from deepxray.batch.rows import FAILED, film_rows
 
@@ -57,11 +57,9 @@ class FilmScorer:
         from deepxray.pipeline import answer_or_refusal
 
         start = time.perf_counter()
-        try:
-            data = await asyncio.to_thread(Path(film.source).read_bytes)
-        except OSError as error:
-            reason = {"error": "unreadable", "detail": f"The file could not be read ({error.strerror})."}
-            return film_rows(film, image_id, 400, reason, time.perf_counter() - start)
+        data, unreadable = await asyncio.to_thread(read_film, film)
+        if unreadable:
+            return film_rows(film, image_id, 400, unreadable, time.perf_counter() - start)
         try:
             status, body = await answer_or_refusal(data, self.models, self.settings)
         except Exception as error:  # a failure of the scorer, not of the film: one row, and the run goes on

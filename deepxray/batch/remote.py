@@ -34,12 +34,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 
 from deepxray.batch.context import study_context
-from deepxray.batch.inputs import Film
+from deepxray.batch.inputs import Film, read_film
 from deepxray.batch.rows import film_rows
 
 THREAD_NAME = "deepxray-score-remote"
@@ -74,8 +73,11 @@ class AccessRefusedError(ServiceRefusedError):
     """The service refused the credential (401) or its scope (403)."""
 
 
-def access_refused(url: str, status: int, body: dict, token: str | None) -> AccessRefusedError:
-    """The one-line error for a 401 or 403 (the service's detail never quotes the credential, nor does this)."""
+def access_refused(
+    url: str, status: int, body: dict, token: str | None, refused: str = "to score", then: str = "stopped; "
+) -> AccessRefusedError:
+    """The one-line error for a 401 or 403 (the service's detail never quotes the credential, nor does this):
+    "the service at URL refused {refused} (401 invalid_token: ...); {then}{advice}"."""
     code = body.get("error") or ("unauthorized" if status == 401 else "forbidden")
     detail = str(body.get("detail") or "").strip()
     why = f"{status} {code}" + (f": {detail}" if detail else "")
@@ -85,7 +87,7 @@ def access_refused(url: str, status: int, body: dict, token: str | None) -> Acce
         advice = "check the token (--token or DEEPXRAY_TOKEN): it may have expired or be meant for another service"
     else:
         advice = "give a token or API key with --token or DEEPXRAY_TOKEN"
-    return AccessRefusedError(f"the service at {url} refused to score ({why}); stopped; {advice}")
+    return AccessRefusedError(f"the service at {url} refused {refused} ({why}); {then}{advice}")
 
 
 def not_the_service(url: str, status: int, body: dict) -> ServiceRefusedError:
@@ -190,11 +192,9 @@ class _Scorer:
     async def score(self, client: httpx.AsyncClient, film: Film, image_id: str | None) -> list[dict]:
         """The rows of one film (as `deepxray.batch.local.FilmScorer.score` makes them)."""
         start = time.perf_counter()
-        try:
-            data = await asyncio.to_thread(Path(film.source).read_bytes)
-        except OSError as error:
-            reason = {"error": "unreadable", "detail": f"The file could not be read ({error.strerror})."}
-            return film_rows(film, image_id, 400, reason, time.perf_counter() - start)
+        data, unreadable = await asyncio.to_thread(read_film, film)
+        if unreadable:
+            return film_rows(film, image_id, 400, unreadable, time.perf_counter() - start)
         status, body = await self.answer(client, data)
         context = await asyncio.to_thread(study_context, data, self.salt)
         try:
