@@ -130,6 +130,14 @@ def read_table(path: Path) -> list[dict]:
     return ds.dataset(path, format="parquet").to_table().to_pylist()
 
 
+def test_a_folder_without_models_is_one_line_before_anything_starts(tmp_path):
+    (tmp_path / "film.png").write_bytes(b"x")
+    result = score(str(tmp_path / "film.png"), "--out", str(tmp_path / "out.csv"), "--models", str(tmp_path / "none"))
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"deepxray: error: --models folder {tmp_path / 'none'} does not exist"]  # fmt: skip
+    assert not (tmp_path / "out.csv").exists()
+
+
 def test_a_table_of_other_columns_is_not_resumed_but_named(tmp_path):
     path = tmp_path / "old.csv"
     path.write_text("file,score\nx.png,3\n")

@@ -127,6 +127,11 @@ def score_registry(run: ScoreRun) -> Summary:
 
     start = time.perf_counter()
     summary = Summary()
+    if not run.url:  # a folder without the three models is one line now, not a traceback from every actor later
+        from deepxray.models.registry import check_model_set
+        from deepxray.settings import Settings
+
+        run.models_dir = check_model_set(run.models_dir or Settings().models_folder(), role="--models folder")
     films = collect_films(run.inputs, run.patient_key)
     if not films:
         raise ValueError(f"no files to score in {', '.join(map(str, run.inputs))}")
