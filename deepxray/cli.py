@@ -140,6 +140,8 @@ def _training_target(value: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from deepxray.batch.local import DEFAULT_BATCH_SIZE
+    from deepxray.batch.remote import DEFAULT_CONCURRENCY
     from deepxray.models.registry import MODEL_NAMES
     from deepxray.phantoms.phantom import DEFAULT_SHAPE
     from deepxray.phantoms.scores import DISTRIBUTIONS
@@ -227,10 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--models", type=Path, default=None, help="model folder (default: DEEPXRAY_MODELS_DIR, shipped)")
     score.add_argument("--address", default=None, help="a Ray cluster for Ray Data: auto, or ray://HEAD:10001")
     score.add_argument("--workers", type=int, default=None, help="Ray Data actors (default: one per CPU)")
-    score.add_argument("--batch-size", type=int, default=None, help="films per actor call (default 4)")
+    score.add_argument(
+        "--batch-size", type=int, default=None, help=f"films per actor call (default {DEFAULT_BATCH_SIZE})"
+    )
     score.add_argument("--url", default=None, help="score with a running service instead of Ray Data")
     score.add_argument("--token", default=None, help="bearer token or API key for --url (default: DEEPXRAY_TOKEN)")
-    score.add_argument("--concurrency", type=int, default=4, help="films in flight to the service (--url)")
+    score.add_argument("--concurrency", type=int, default=None,
+                       help=f"films in flight to the service (--url; default {DEFAULT_CONCURRENCY})")  # fmt: skip
     score.add_argument("--patient-key", default=None, metavar="COLUMN",
                        help="the input CSV's column with a pseudonymous patient key, written with each row")  # fmt: skip
     score.add_argument("--quiet", action="store_true", help="no progress bar")

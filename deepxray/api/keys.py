@@ -106,9 +106,8 @@ class ApiKeyFile:
     def __init__(self, path: Path, retry_after_s: float = 1):
         self.path = Path(path).expanduser().resolve()
         self.retry_after_s = retry_after_s
-        self._stamp: tuple | None = None
+        self._stamp = self._stat()  # before reading: an edit in between is read again at the next request
         self._keys = read_keys(self.path)  # a file that cannot be read stops the replica's start, with its reason
-        self._stamp = self._stat()
         self._problem: str | None = None
 
     def _stat(self) -> tuple | None:

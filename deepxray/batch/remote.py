@@ -42,6 +42,7 @@ from deepxray.batch.inputs import Film, read_film
 from deepxray.batch.rows import film_rows
 
 THREAD_NAME = "deepxray-score-remote"
+DEFAULT_CONCURRENCY = 4  # films in flight: the one-machine ingress scores 4 at once (max_scoring)
 BUSY_STATUSES = frozenset({429, 503})
 DETAIL_CHARS = 200
 _DONE = object()
@@ -265,7 +266,7 @@ def score_films_via_service(
     url: str,
     token: str | None = None,
     salt: str | None = None,
-    concurrency: int = 4,
+    concurrency: int = DEFAULT_CONCURRENCY,
     policy: RetryPolicy | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Iterator[list[dict]]:

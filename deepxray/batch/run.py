@@ -15,6 +15,7 @@ from pathlib import Path
 from deepxray.batch.inputs import Film, collect_films, file_id
 from deepxray.batch.output import Output
 from deepxray.batch.rows import FAILED, SCORED
+from deepxray.settings import Settings
 
 
 @dataclass
@@ -29,7 +30,7 @@ class ScoreRun:
     models_dir: Path | None = None
     workers: int | None = None
     batch_size: int | None = None
-    concurrency: int = 4
+    concurrency: int | None = None  # --url: films in flight (None: remote.DEFAULT_CONCURRENCY)
     overwrite: bool = False
     patient_key: str | None = None
     progress: bool = True
@@ -96,26 +97,23 @@ def films_to_score(films: list[Film], done: set[str], summary: Summary) -> list[
     return todo
 
 
-def rows_from_engine(run: ScoreRun, todo: list[tuple[Film, str | None]]) -> Iterator[list[dict]]:
-    from deepxray.settings import Settings
-
-    settings = Settings()
+def rows_from_engine(run: ScoreRun, todo: list[tuple[Film, str | None]], settings: Settings) -> Iterator[list[dict]]:
     if run.url:
-        from deepxray.batch.remote import score_films_via_service
+        from deepxray.batch.remote import DEFAULT_CONCURRENCY, score_films_via_service
 
-        yield from score_films_via_service(todo, run.url, run.token, settings.pseudonym_salt, run.concurrency)
+        yield from score_films_via_service(todo, run.url, run.token, settings.pseudonym_salt,
+                                           run.concurrency or DEFAULT_CONCURRENCY)  # fmt: skip
         return
     import ray
 
     from deepxray.batch.local import DEFAULT_BATCH_SIZE, score_films
 
-    models_dir = run.models_dir or settings.models_folder()
     if run.address:
         ray.init(address=run.address, log_to_driver=False)
     else:  # a Ray of its own on this machine ("local": never one that RAY_ADDRESS points at)
         ray.init(address="local", include_dashboard=False, log_to_driver=False)
     try:
-        yield from score_films(todo, models_dir, settings.model_dump(mode="json", exclude_unset=True),
+        yield from score_films(todo, run.models_dir, settings.model_dump(mode="json", exclude_unset=True),
                                settings.pseudonym_salt, run.workers, run.batch_size or DEFAULT_BATCH_SIZE)  # fmt: skip
     finally:
         ray.shutdown()
@@ -127,11 +125,11 @@ def score_registry(run: ScoreRun) -> Summary:
 
     start = time.perf_counter()
     summary = Summary()
+    settings = Settings()
     if not run.url:  # a folder without the three models is one line now, not a traceback from every actor later
         from deepxray.models.registry import check_model_set
-        from deepxray.settings import Settings
 
-        run.models_dir = check_model_set(run.models_dir or Settings().models_folder(), role="--models folder")
+        run.models_dir = check_model_set(run.models_dir or settings.models_folder(), role="--models folder")
     films = collect_films(run.inputs, run.patient_key)
     if not films:
         raise ValueError(f"no files to score in {', '.join(map(str, run.inputs))}")
@@ -140,7 +138,7 @@ def score_registry(run: ScoreRun) -> Summary:
     todo = films_to_score(films, output.done, summary)
     bar = tqdm(total=len(todo), unit="film", desc="scoring", disable=not run.progress, file=sys.stderr)
     try:
-        for rows in rows_from_engine(run, todo) if todo else ():
+        for rows in rows_from_engine(run, todo, settings) if todo else ():
             output.append(rows)
             bar.update(summary.count(rows))
             bar.set_postfix(refused=sum(summary.refused.values()), failed=sum(summary.failed.values()))
