@@ -80,6 +80,21 @@ class Settings(BaseSettings):
         None, description="Salt of the pseudonymous study/series ids `deepxray score` writes (none: no ids written)"
     )
 
+    # The case store (deepxray/cases): scored films kept for review, similar-case search and retraining.
+    store_cases: bool = Field(False, description="Keep every scored film as a case (answer, embeddings, image)")
+    store_images: Literal["none", "preview", "original"] = Field(
+        "preview",
+        description="What of the film a case keeps: nothing, a downscaled 8-bit preview, or the pixels at full size "
+        "(a PNG of the decoded pixels; never the uploaded file, whose header may name the patient)",
+    )
+    preview_max_side: int = Field(1024, ge=64, le=8192, description="Longest side of a stored preview, pixels")
+    data_dir: Path | None = Field(
+        None, description="Where the embedded case store keeps its SQLite file; unset: ~/.local/share/deepxray"
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the case store (e.g. postgresql+psycopg://...); unset: SQLite in data_dir"
+    )
+
     @model_validator(mode="after")
     def _auth_is_complete(self) -> Settings:
         missing = {
@@ -114,6 +129,13 @@ class Settings(BaseSettings):
         from deepxray.models.artifacts import shipped_models_dir
 
         return self.models_dir.expanduser().resolve() if self.models_dir else shipped_models_dir()
+
+    def case_store_url(self) -> str:
+        """The case store's SQLAlchemy URL: `database_url`, else a SQLite file `cases.sqlite` in `data_dir`."""
+        if self.database_url:
+            return self.database_url
+        folder = self.data_dir.expanduser() if self.data_dir else Path.home() / ".local" / "share" / "deepxray"
+        return f"sqlite:///{(folder / 'cases.sqlite').resolve()}"
 
     def batching(self) -> dict[str, Any]:
         """The scorer's `user_config` (a serve config's own `user_config` for RatingenScore wins over it)."""
