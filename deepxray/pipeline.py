@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -77,14 +77,39 @@ class BodyPartResult:
     probabilities: list[float]
 
 
+# What the scorer gives for one crop: its 6 grade probabilities, or (probabilities, embedding) where the model
+# also gives the crop's embedding (its penultimate features, kept by the case store for similar-case search).
+ScorerOutput = np.ndarray | tuple[np.ndarray, np.ndarray | None]
+
+
 @dataclass(frozen=True)
 class Models:
     """The three models as async callables, and their `name@version` tags."""
 
     classify: Callable[[np.ndarray], Awaitable[np.ndarray]]  # view -> probabilities over BODY_PARTS
     detect: Callable[[np.ndarray], Awaitable[np.ndarray]]  # view -> (10, 3) x, y (view px), confidence
-    score: Callable[[np.ndarray], Awaitable[np.ndarray]]  # one crop -> 6 probabilities
+    score: Callable[[np.ndarray], Awaitable[ScorerOutput]]  # one crop -> 6 probabilities (and its embedding)
     versions: dict[str, str]
+
+
+def split_scorer_output(output: ScorerOutput) -> tuple[np.ndarray, np.ndarray | None]:
+    """(probabilities, embedding or None) of one crop's `ScorerOutput`."""
+    if isinstance(output, tuple):
+        return output
+    return output, None
+
+
+@dataclass
+class FilmCapture:
+    """What scoring a film leaves besides its answer, for the ingress to keep or draw: never part of the answer.
+
+    Attributes:
+        pixels: The decoded film (as stored in the file), so a picture needs no second decode.
+        embeddings: Per hand of the answer (its order), each joint's embedding (None: the scorer gave none).
+    """
+
+    pixels: np.ndarray | None = None
+    embeddings: list[dict[str, np.ndarray | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -206,6 +231,7 @@ class ScoredHand:
     hand: dict  # the answer's hand, in the film's coordinates
     turns: int  # clockwise quarter turns that showed it upright
     body: BodyPartResult
+    embeddings: dict[str, np.ndarray | None]  # each joint's crop embedding
 
 
 async def score_hand(
@@ -245,12 +271,13 @@ async def score_hand(
 
     start = time.perf_counter()
     # All ten crops go out at once: the scorer batches them (and crops of other requests) into one pass.
-    probabilities = await asyncio.gather(*(models.score(crop) for crop in crops))
+    outputs = await asyncio.gather(*(models.score(crop) for crop in crops))
     timings.score += time.perf_counter() - start
+    probabilities, embeddings = zip(*map(split_scorer_output, outputs), strict=True)
     if region is not None:
         centers = {name: (x + region.x0, y + region.y0) for name, (x, y) in centers.items()}
     hand = assemble_hand("R" if mirrored else "L", centers, confidence, probabilities)
-    return ScoredHand(hand, turns, body)
+    return ScoredHand(hand, turns, body, dict(zip(JOINT_NAMES, embeddings, strict=True)))
 
 
 def _turn_doubt(hand: tuple) -> float:
@@ -265,6 +292,7 @@ async def score_radiograph(
     settings: Settings | None = None,
     request_id: str = "",
     timings: Timings | None = None,
+    capture: FilmCapture | None = None,
 ) -> dict:
     """Score every hand on one uploaded radiograph; returns the `/score` answer (a `ScoreAnswer`, as a dict).
 
@@ -273,12 +301,14 @@ async def score_radiograph(
     scored. Raises `deepxray.imaging.ImagingError` (400/413/415) for files that cannot be read and
     `ScoringError` (422) for images that are not a scorable hand. CPU-heavy steps run in threads, so an event
     loop serving other requests is never blocked. `settings` None: `Settings()`. `timings`: step times, summed
-    over the hands of a film.
+    over the hands of a film. `capture`: filled with the decoded film and the joints' embeddings.
     """
     settings = settings if settings is not None else Settings()
     timings = timings if timings is not None else Timings()
+    capture = capture if capture is not None else FilmCapture()
     start = time.perf_counter()
     pixels, header = await asyncio.to_thread(_prepare, data, settings)
+    capture.pixels = pixels
     regions = await asyncio.to_thread(find_hands, pixels)
     timings.decode = time.perf_counter() - start
 
@@ -293,16 +323,17 @@ async def score_radiograph(
     both_hands = bool(sides) and all(_found_hand(side) for side in sides)
     any_scored = any(isinstance(side, ScoredHand) for side in sides)
     if both_hands and any_scored:
-        return _answer_for_sides(regions, sides, header, models, request_id)
+        return _answer_for_sides(regions, sides, header, models, request_id, capture)
     # Otherwise the film is looked at whole (a single hand, one that the finder split, a film with one hand cut
     # off, or no hand at all); where that finds nothing to score, the sides' answer stands.
     try:
         scored = await score_hand(pixels, None, models, settings, timings)
     except ScoringError:
         if any_scored or both_hands:  # the scored side, or why each hand found was refused
-            return _answer_for_sides(regions, sides, header, models, request_id)
+            return _answer_for_sides(regions, sides, header, models, request_id, capture)
         raise
     warnings = header_warnings(header, [scored.hand["laterality"]])
+    capture.embeddings = [scored.embeddings]
     return assemble_answer(scored.body, [scored.hand], 90 * scored.turns, warnings, models.versions, request_id)
 
 
@@ -328,7 +359,9 @@ def _found_hand(side: ScoredHand | ScoringError) -> bool:
     return not isinstance(side, NotAHandError) and side.extra.get("body_part", {}).get("label") in HAND_PARTS
 
 
-def _answer_for_sides(regions: list[Region], sides: list, header, models: Models, request_id: str):
+def _answer_for_sides(
+    regions: list[Region], sides: list, header, models: Models, request_id: str, capture: FilmCapture
+):
     """The answer for a film the hand finder split: every scored hand, every other hand found with the reason
     it was not scored, and a warning for a side that showed no hand. 422 when no hand could be scored."""
     names = _side_names(regions)
@@ -358,6 +391,7 @@ def _answer_for_sides(regions: list[Region], sides: list, header, models: Models
         )
     not_scored = [{"box": region.box, "error": side.code, "detail": side.detail} for _, region, side in hands_refused]
     rotated_deg = 90 * ordered[0].turns
+    capture.embeddings = [side.embeddings for side in ordered]  # the answer's order: `ordered` is sorted alike
     return assemble_answer(
         body, [side.hand for side in ordered], rotated_deg, warnings, models.versions, request_id, not_scored
     )
@@ -415,4 +449,4 @@ def assemble_answer(
         request_id=request_id,
         notice=RESEARCH_NOTICE,
     )
-    return answer.model_dump()
+    return answer.model_dump(exclude={"case_id", "overlay"})  # the ingress adds them where they apply

@@ -382,7 +382,7 @@ def test_the_ten_crops_of_one_request_reach_the_scorer_in_one_batch(served, radi
         # The stand-in models refused the hand before scoring: send ten crops the way the ingress does.
         crops = [np.zeros((96, 96), np.float16) for _ in JOINT_NAMES]
         pending = [scorer.score.remote(crop) for crop in crops]
-        assert all(p.result(timeout_s=60).shape == (6,) for p in pending)
+        assert all(p.result(timeout_s=60)[0].shape == (6,) for p in pending)  # (probabilities, embedding)
     assert scorer.batch_sizes.remote().result(timeout_s=30)[before:] == [10]
 
 

@@ -114,6 +114,7 @@ def create_app(service: ScoringService, proxy_echoes_request_id: bool = False, a
         "/score",
         summary="Score a hand radiograph",
         response_model=ScoreAnswer,
+        response_model_exclude_unset=True,  # `case_id` and `overlay` only where the answer has them
         responses={status: {"model": ErrorAnswer, "description": text} for status, text in _ERRORS.items()},
         openapi_extra=_UPLOAD_BODY,
         dependencies=[Depends(access.requires("score"))],

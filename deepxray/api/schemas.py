@@ -59,6 +59,11 @@ class OrientationAnswer(_Answer):
     )
 
 
+class OverlayAnswer(_Answer):
+    media_type: Literal["image/png"] = "image/png"
+    base64: str = Field(description="The PNG: the film with each hand's and joint's box, scores and the notice")
+
+
 class ScoreAnswer(_Answer):
     """The 200 answer of `POST /score`: the original service's `scores` object first, then the details.
 
@@ -79,6 +84,10 @@ class ScoreAnswer(_Answer):
     models: dict[str, str] = Field(description="`name@version` of each model that made this answer")
     request_id: str
     notice: str = Field(description="Research use only: the demo models are trained on synthetic radiographs")
+    case_id: str | None = Field(
+        None, description="The stored case (GET /v1/cases/{case_id}); only when the service keeps cases"
+    )
+    overlay: OverlayAnswer | None = Field(None, description="Only with ?overlay=true: the picture of this answer")
 
 
 class ErrorAnswer(_Answer):

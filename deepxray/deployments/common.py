@@ -88,6 +88,8 @@ class ModelServer:
     """
 
     model_name: str = ""
+    # A layer whose input is the model's embedding (see `deepxray.models.runtime.LoadedModel`), or None.
+    embedding_of: str | None = None
 
     def __init__(self, model_dir: str | None = None, threads: int | None = None):
         from deepxray.models.runtime import LoadedModel, configure_threads
@@ -97,7 +99,7 @@ class ModelServer:
         # No directory given (`serve run deepxray.app:graph`): the settings' (DEEPXRAY_MODELS_DIR), else shipped.
         settings = Settings()
         directory = Path(model_dir or settings.model_dir(self.model_name) or settings.models_folder() / self.model_name)
-        self.model = LoadedModel(directory)
+        self.model = LoadedModel(directory, embedding_of=self.embedding_of)
         self.model.warm_up()  # traces the graph and checks the output is finite: healthy only once warm
         self.predictions = 0
         get_logger().info(
@@ -112,6 +114,11 @@ class ModelServer:
         """(n, S, S) inputs (any float dtype) -> the model's (n, ...) float32 outputs, computed in a thread."""
         self.predictions += 1
         return await asyncio.to_thread(self.model.predict, from_wire(batch))
+
+    async def predict_with_embedding(self, batch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """(n, S, S) inputs -> (output, embedding) for each, from one forward pass computed in a thread."""
+        self.predictions += 1
+        return await asyncio.to_thread(self.model.predict_with_embedding, from_wire(batch))
 
     async def check_health(self) -> None:
         """Raises when the model no longer gives finite output on a blank input; Ray then replaces the replica."""

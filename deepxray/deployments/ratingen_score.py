@@ -8,6 +8,7 @@ import numpy as np
 from ray import serve
 
 from deepxray.deployments.common import ModelServer, model_deployment
+from deepxray.models.runtime import SCORER_EMBEDDING_OF
 from deepxray.settings import default
 
 # The batching defaults are settings (`deepxray.settings`: why these values); `user_config` changes them live.
@@ -31,6 +32,7 @@ class RatingenScore(ModelServer):
     """
 
     model_name = "ratingen_score"
+    embedding_of = SCORER_EMBEDDING_OF
 
     def __init__(
         self,
@@ -57,11 +59,12 @@ class RatingenScore(ModelServer):
             self.score.set_batch_wait_timeout_s(wait)
 
     @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S)
-    async def score(self, crops: list[np.ndarray]) -> list[np.ndarray]:
-        """Called with one (96, 96) crop; Serve hands the method every crop pending -> 6 probabilities each."""
+    async def score(self, crops: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Called with one (96, 96) crop; Serve hands the method every crop pending -> for each, its 6
+        probabilities and the crop's embedding (float16 on the wire: it only ranks similar joints)."""
         self.recent_batch_sizes.append(len(crops))
-        probabilities = await self.predict(np.stack(crops))
-        return list(probabilities)
+        scored = await self.predict_with_embedding(np.stack(crops))
+        return [(p, None if e is None else e.astype(np.float16)) for p, e in scored]
 
     def batch_sizes(self) -> list[int]:
         """Sizes of the most recent forward passes, oldest first (for tests and tuning)."""

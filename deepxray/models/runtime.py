@@ -13,6 +13,10 @@ import numpy as np
 
 from deepxray.models.artifacts import ModelCard, load_artifact
 
+# The scorer's embedding, for similar-case search: the input of its `logits` layer, i.e. the pooled features of
+# the crop (the penultimate layer; dropout before it is inactive at inference).
+SCORER_EMBEDDING_OF = "logits"
+
 
 def configure_threads(threads: int) -> None:
     """TensorFlow's thread pools for this process (a replica's CPU share); must run before TF starts."""
@@ -27,9 +31,17 @@ def configure_threads(threads: int) -> None:
 
 
 class LoadedModel:
-    """A model artifact with a compiled predict function over batches of square one-channel images."""
+    """A model artifact with a compiled predict function over batches of square one-channel images.
 
-    def __init__(self, directory: Path):
+    Args:
+        directory: The artifact directory.
+        embedding_of: The name of a layer whose input is the model's embedding (the penultimate features);
+            `predict_with_embedding` then gives it beside the output, from the same forward pass. A model
+            without that layer gives no embedding (`has_embedding` is False).
+    """
+
+    def __init__(self, directory: Path, embedding_of: str | None = None):
+        import keras
         import tensorflow as tf
 
         self.directory = Path(directory)
@@ -37,10 +49,17 @@ class LoadedModel:
         size = self.card.input["shape"][0]
         self.input_size = int(size)
         model = self.model
-        self._predict = tf.function(
-            lambda x: model(x, training=False),
-            input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32)],
-        )
+        signature = [tf.TensorSpec([None, size, size, 1], tf.float32)]
+        self._predict = tf.function(lambda x: model(x, training=False), input_signature=signature)
+        self._predict_with_embedding = None
+        layer_names = {layer.name for layer in model.layers}
+        if embedding_of is not None and embedding_of in layer_names:
+            both = keras.Model(model.inputs, [model.outputs[0], model.get_layer(embedding_of).input])
+            self._predict_with_embedding = tf.function(lambda x: both(x, training=False), input_signature=signature)
+
+    @property
+    def has_embedding(self) -> bool:
+        return self._predict_with_embedding is not None
 
     @property
     def card_info(self) -> ModelCard:
@@ -52,16 +71,32 @@ class LoadedModel:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """(n, S, S) float images in [0, 1] -> the model's output for each."""
+        return self._predict(self._checked(images)[..., None]).numpy()
+
+    def predict_with_embedding(self, images: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """(n, S, S) float images in [0, 1] -> (output, embedding) for each, from one forward pass; the embedding
+        is None for a model without one."""
+        if self._predict_with_embedding is None:
+            return [(output, None) for output in self.predict(images)]
+        batch = self._checked(images)
+        outputs, embeddings = self._predict_with_embedding(batch[..., None])
+        return list(zip(outputs.numpy(), embeddings.numpy(), strict=True))
+
+    def _checked(self, images: np.ndarray) -> np.ndarray:
         batch = np.asarray(images, dtype=np.float32)
         if batch.shape[1:] != (self.input_size, self.input_size):
             raise ValueError(f"{self.tag} takes ({self.input_size}, {self.input_size}) inputs, got {batch.shape[1:]}")
-        return self._predict(batch[..., None]).numpy()
+        return batch
 
     def warm_up(self) -> None:
-        """One prediction, so the first request does not pay for tracing the graph."""
-        out = self.predict(np.zeros((1, self.input_size, self.input_size), np.float32))
+        """One prediction, so the first request does not pay for tracing the graph (both graphs, where the
+        model gives an embedding)."""
+        blank = np.zeros((1, self.input_size, self.input_size), np.float32)
+        out = self.predict(blank)
         if not np.all(np.isfinite(out)):
             raise RuntimeError(f"{self.tag} gives non-finite output on a blank input: the model is unusable")
+        if self.has_embedding:
+            self.predict_with_embedding(blank)
 
 
 class MicroBatcher:
@@ -114,7 +149,7 @@ def local_models(models_dir: Path, threads: int | None = None):
     models_dir = Path(models_dir)
     body = LoadedModel(models_dir / "body_part")
     detector = LoadedModel(models_dir / "joint_detection")
-    scorer = LoadedModel(models_dir / "ratingen_score")
+    scorer = LoadedModel(models_dir / "ratingen_score", embedding_of=SCORER_EMBEDDING_OF)
     for model in (body, detector, scorer):
         model.warm_up()
 
@@ -127,6 +162,6 @@ def local_models(models_dir: Path, threads: int | None = None):
     return Models(
         classify=classify,
         detect=detect,
-        score=MicroBatcher(scorer.predict),
+        score=MicroBatcher(scorer.predict_with_embedding),
         versions={"body_part": body.tag, "joint_detection": detector.tag, "ratingen_score": scorer.tag},
     )
