@@ -19,6 +19,9 @@ temporary folder):
   replicas, alike but for auth_mode (none at /noauth, jwt at /jwt), sent the same PNG in alternating order,
   then the same for `GET /v1/models`; p50 of each, their difference and the median of the paired differences.
 
+With `--store-runs N`, what keeping every scored film adds (`store_cases`, a SQLite file in a temporary folder,
+previews kept): two more ingresses alike but for `store_cases`, sent the same PNG in alternating order, N pairs.
+
 With `--soak N` it then sends N more requests and prints the memory (RSS) of each replica of a self-started
 application after request 200 and after request N, and the total of all Serve processes.
 
@@ -29,6 +32,7 @@ models alone. Figures measured here are in docs/benchmarks.md ("Serving latency"
     python -m benchmarks.serve_latency --url http://127.0.0.1:8000 --runs 30
     python -m benchmarks.serve_latency --runs 30 --soak 1000
     python -m benchmarks.serve_latency --runs 30 --auth-runs 0     # token validation in-process only
+    python -m benchmarks.serve_latency --runs 30 --auth-runs 0 --store-runs 40   # what keeping cases adds
 """
 
 from __future__ import annotations
@@ -171,10 +175,10 @@ def validation_times(auth: dict[str, dict], creds: dict[str, str], calls: int, w
 
 
 @contextlib.contextmanager
-def auth_ingresses(url: str, settings, deployments, auth: dict[str, dict]) -> Iterator[dict[str, str]]:
-    """Two more applications on the running application's model replicas, each an ingress only, alike (the
-    profile's Ingress options, a tenth of a CPU each) but for auth_mode: none at /noauth and jwt at /jwt. Yields
-    their URLs by mode; deletes them after."""
+def twin_ingresses(url: str, settings, deployments, variants: dict[str, dict]) -> Iterator[dict[str, str]]:
+    """More applications on the running application's model replicas, each an ingress only, alike (the profile's
+    Ingress options, a tenth of a CPU each) but for the settings of its variant: {route: settings}. Yields their
+    URLs by route; deletes them after."""
     from ray import serve
 
     from deepxray.app import MODEL_DEPLOYMENTS
@@ -188,47 +192,47 @@ def auth_ingresses(url: str, settings, deployments, auth: dict[str, dict]) -> It
     given = settings.model_dump(exclude_unset=True)
     urls = {}
     try:
-        for mode, route in AUTH_ROUTES.items():
-            ingress = Ingress.options(**{**base, "name": f"{mode.capitalize()}Ingress", "ray_actor_options": actor})
-            app_settings = Settings.with_environment({**given, **auth[mode]})
-            serve.run(ingress.bind(**handles, settings=app_settings), name=f"auth-{mode}", route_prefix=route,
-                      blocking=False)  # fmt: skip
-            urls[mode] = f"{url}{route}"
-        for mode_url in urls.values():
-            wait_ready(mode_url, 300)
+        for route, variant in variants.items():
+            name = route.strip("/")
+            ingress = Ingress.options(**{**base, "name": f"{name.capitalize()}Ingress", "ray_actor_options": actor})
+            app_settings = Settings.with_environment({**given, **variant})
+            serve.run(ingress.bind(**handles, settings=app_settings), name=name, route_prefix=route, blocking=False)
+            urls[route] = f"{url}{route}"
+        for route_url in urls.values():
+            wait_ready(route_url, 300)
         yield urls
     finally:
-        for mode in urls:
+        for route in urls:
             with contextlib.suppress(Exception):
-                serve.delete(f"auth-{mode}")
+                serve.delete(route.strip("/"))
 
 
 @dataclass(frozen=True)
 class Paired:
-    """Latencies of the same request without (`plain`) and with a token (`auth`), sent in alternating order."""
+    """Latencies of the same request to two ingresses alike but for one setting (`plain`: without it), sent in
+    alternating order."""
 
     plain: Timing
-    auth: Timing
+    other: Timing
 
     @property
     def paired_difference(self) -> float:
-        return percentile([a - p for p, a in zip(self.plain.times, self.auth.times, strict=True)], 50)
+        return percentile([a - p for p, a in zip(self.plain.times, self.other.times, strict=True)], 50)
 
 
-def time_pairs(urls: dict[str, str], token: str, send, runs: int, warmup: int) -> Paired:
-    """`send(client)` (which answers "200" or what went wrong) against /noauth and /jwt (with the token) in turn,
-    the first of each pair alternating, `runs` pairs after `warmup`; one HTTP connection each."""
+def time_pairs(plain_url: str, other_url: str, send, runs: int, warmup: int, headers=None) -> Paired:
+    """`send(client)` (which answers "200" or what went wrong) against `plain_url` and `other_url` (with
+    `headers`) in turn, the first of each pair alternating, `runs` pairs after `warmup`; one connection each."""
     import httpx
 
-    headers = {"Authorization": f"Bearer {token}"}
     with (
-        httpx.Client(base_url=urls["none"], timeout=120) as plain,
-        httpx.Client(base_url=urls["jwt"], timeout=120, headers=headers) as auth,
+        httpx.Client(base_url=plain_url, timeout=120) as plain,
+        httpx.Client(base_url=other_url, timeout=120, headers=headers or {}) as other,
     ):
-        times = {"plain": [], "auth": []}
-        outcomes = {"plain": "200", "auth": "200"}
+        times = {"plain": [], "other": []}
+        outcomes = {"plain": "200", "other": "200"}
         for i in range(warmup + runs):
-            order = (("plain", plain), ("auth", auth)) if i % 2 == 0 else (("auth", auth), ("plain", plain))
+            order = (("plain", plain), ("other", other)) if i % 2 == 0 else (("other", other), ("plain", plain))
             for which, client in order:
                 start = time.perf_counter()
                 answer = send(client)
@@ -237,7 +241,7 @@ def time_pairs(urls: dict[str, str], token: str, send, runs: int, warmup: int) -
                     outcomes[which] = answer
                 if i >= warmup:
                     times[which].append(elapsed)
-    return Paired(Timing(times["plain"], outcomes["plain"]), Timing(times["auth"], outcomes["auth"]))
+    return Paired(Timing(times["plain"], outcomes["plain"]), Timing(times["other"], outcomes["other"]))
 
 
 def served_auth(urls: dict[str, str], token: str, data: bytes, runs: int, warmup: int) -> dict[str, Paired]:
@@ -245,14 +249,17 @@ def served_auth(urls: dict[str, str], token: str, data: bytes, runs: int, warmup
     token. Checks first that /jwt really refuses a request without one."""
     import httpx
 
-    refused = httpx.get(f"{urls['jwt']}/v1/models", timeout=30).status_code
+    refused = httpx.get(f"{urls[AUTH_ROUTES['jwt']]}/v1/models", timeout=30).status_code
     if refused != 401:
         raise RuntimeError(f"the /jwt ingress answered {refused} without a token, not 401: access control is not on")
+    none, jwt, headers = urls[AUTH_ROUTES["none"]], urls[AUTH_ROUTES["jwt"]], {"Authorization": f"Bearer {token}"}
     return {
         "POST /score png16": time_pairs(
-            urls, token, lambda c: outcome_of(c.post("/score", files={"xray": ("hand.png", data)})), runs, warmup
+            none, jwt, lambda c: outcome_of(c.post("/score", files={"xray": ("hand.png", data)})), runs, warmup, headers
         ),
-        "GET /v1/models": time_pairs(urls, token, lambda c: outcome_of(c.get("/v1/models")), 10 * runs, 10 * warmup),
+        "GET /v1/models": time_pairs(
+            none, jwt, lambda c: outcome_of(c.get("/v1/models")), 10 * runs, 10 * warmup, headers
+        ),
     }
 
 
@@ -270,11 +277,48 @@ def print_auth(local: dict[str, Timing], calls: int, remote: dict[str, Paired] |
     )
     for name, pair in remote.items():
         print(
-            f"{name:28s} {len(pair.plain.times):5d} {1000 * pair.plain.p50:12.2f} {1000 * pair.auth.p50:8.2f} "
-            f"{1000 * (pair.auth.p50 - pair.plain.p50):+10.2f} {1000 * pair.paired_difference:+14.2f}"
+            f"{name:28s} {len(pair.plain.times):5d} {1000 * pair.plain.p50:12.2f} {1000 * pair.other.p50:8.2f} "
+            f"{1000 * (pair.other.p50 - pair.plain.p50):+10.2f} {1000 * pair.paired_difference:+14.2f}"
         )
-        if pair.plain.outcome != "200" or pair.auth.outcome != "200":
-            print(f"  ! not answered 200: no auth answered {pair.plain.outcome}, jwt {pair.auth.outcome}")
+        if pair.plain.outcome != "200" or pair.other.outcome != "200":
+            print(f"  ! not answered 200: no auth answered {pair.plain.outcome}, jwt {pair.other.outcome}")
+
+
+STORE_ROUTES = {"off": "/nostore", "on": "/store"}
+
+
+def served_store(url: str, settings, deployments, data: bytes, runs: int, warmup: int, folder: Path) -> Paired:
+    """POST /score of `data` to two ingresses alike but for `store_cases` (off at /nostore; on at /store, SQLite in
+    `folder`, previews kept), alternating; checks that the second really kept every case it scored."""
+    from deepxray.cases.store import CaseStore
+    from deepxray.settings import Settings
+
+    variants = {
+        STORE_ROUTES["off"]: {"store_cases": False},
+        STORE_ROUTES["on"]: {"store_cases": True, "data_dir": str(folder)},
+    }
+    with twin_ingresses(url, settings, deployments, variants) as urls:
+        paired = time_pairs(urls[STORE_ROUTES["off"]], urls[STORE_ROUTES["on"]],
+                            lambda c: outcome_of(c.post("/score", files={"xray": ("hand.png", data)})), runs, warmup)  # fmt: skip
+    store = CaseStore.open(Settings(data_dir=folder).case_store_url())
+    try:
+        kept = store.list_cases(limit=1).total
+    finally:
+        store.close()
+    if kept != runs + warmup:
+        raise RuntimeError(f"the /store ingress kept {kept} cases of {runs + warmup} scored")
+    return paired
+
+
+def print_store(pair: Paired) -> None:
+    print("\nserved, alternating POST /score png16 to two ingresses alike but for store_cases (SQLite, preview); ms:")
+    print(f"{'pairs':>5s} {'store off p50':>14s} {'store on p50':>13s} {'added p50':>10s} {'paired median':>14s}")
+    print(
+        f"{len(pair.plain.times):5d} {1000 * pair.plain.p50:14.2f} {1000 * pair.other.p50:13.2f} "
+        f"{1000 * (pair.other.p50 - pair.plain.p50):+10.2f} {1000 * pair.paired_difference:+14.2f}"
+    )
+    if pair.plain.outcome != "200" or pair.other.outcome != "200":
+        print(f"  ! not answered 200: store off answered {pair.plain.outcome}, store on {pair.other.outcome}")
 
 
 def serve_memory() -> dict[str, int]:
@@ -334,6 +378,12 @@ def main() -> None:
         help="pairs of /score requests without and with a token (default: --runs; 0: no served comparison)",
     )
     parser.add_argument(
+        "--store-runs",
+        type=int,
+        default=0,
+        help="pairs of /score requests to ingresses without and with the case store (SQLite; 0: none)",
+    )
+    parser.add_argument(
         "--min-joint-confidence",
         type=float,
         default=None,
@@ -377,9 +427,17 @@ def main() -> None:
                 print(f"  ! not scored: in-process answered {lt.outcome}, served {rt.outcome}; the timings stop there")
         paired = None
         if started_here and auth_runs > 0:
-            with auth_ingresses(url, settings, deployments, auth) as urls:
+            variants = {route: auth[mode] for mode, route in AUTH_ROUTES.items()}
+            with twin_ingresses(url, settings, deployments, variants) as urls:
                 paired = served_auth(urls, creds["JWT RS256"], files["png16"], auth_runs, args.warmup)
         print_auth(validation, args.auth_calls, paired)
+        if started_here and args.store_runs > 0:
+            store_folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="deepxray-store-")))
+            print_store(
+                served_store(url, settings, deployments, files["png16"], args.store_runs, args.warmup, store_folder)
+            )
+        elif args.store_runs > 0:
+            print("the store comparison needs an application started here (without --url)")
         if not started_here and auth_runs > 0:
             print("the served comparison needs an application started here (without --url)")
         if args.soak:

@@ -64,13 +64,19 @@ def served_scheme(target: str, checkout: Path) -> tuple[str, Path | None]:
 
 
 def check_curl_answer(command: str, stdout: str, status: str | None, auth_mode: str) -> None:
-    """A score (200) as the README promises it; or, from a service with access control, a curl that sends no
+    """A score (200) as the README promises it (or a list of cases, a review saved); or, from a service with access control, a curl that sends no
     credential refused with 401 `missing_credential` (curl exits 0 on a 401: its answer tells)."""
     answer = json.loads(stdout)
     if auth_mode != "none" and "Authorization" not in command:
         assert (status, answer["error"]) == ("401", "missing_credential"), f"{command}\n{status} {stdout[:500]}"
         return
     assert status == "200", f"{command}\n{status} {stdout[:500]}"
+    if "/v1/cases" in command:  # the review API: a review saved, or a list of cases
+        if "-X PUT" in command:
+            assert [event["decision"] for event in answer["history"]] == ["corrected"], stdout[:500]
+        else:
+            assert answer["total"] >= 1 and answer["cases"], stdout[:500]
+        return
     assert set(answer["scores"]) == {"mcp1", "mcp2", "mcp3", "mcp4", "mcp5", "pip1", "pip2", "pip3", "pip4", "pip5"}
     assert "research use only" in answer["notice"]
 
@@ -160,5 +166,8 @@ def test_readme_commands_run_in_order(tmp_path):
     assert "B − A" in (checkout / "build" / "comparison" / "report.md").read_text(encoding="utf-8")
     assert (checkout / "build" / "models" / "ratingen_score" / "model_card.json").is_file()
     assert (checkout / "build" / "models-small-epoch1" / "ratingen_score" / "model_card.json").is_file()
+    exported = (checkout / "build" / "reviewed" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(exported) == 2 and 3 in [json.loads(line)["joints"]["mcp2"]["score"] for line in exported]
+    assert (checkout / "build" / "models-reviewed" / "ratingen_score" / "model_card.json").is_file()
     written = {name for name in files_under(checkout) - shipped if not name.startswith("build/")}
     assert not written, f"README commands wrote outside build/: {sorted(written)[:10]}"

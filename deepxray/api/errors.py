@@ -103,3 +103,22 @@ def translate_model_error(exc: BaseException, stage: str | None, retry_after_s: 
             f"{model.capitalize()} is not available right now (restarting); retry shortly.", retry_after_s
         )
     return None
+
+
+class CasesNotKeptError(ApiError, status=404, code="cases_not_kept"):
+    default_detail = (
+        "This service keeps no cases: set store_cases (DEEPXRAY_STORE_CASES=true, or `store_cases: true` in the "
+        "profile's args) to keep scored films for review."
+    )
+
+
+class CaseNotFoundApiError(ApiError, status=404, code="case_not_found"):
+    """No stored case has this id (never stored here, or deleted)."""
+
+
+class NoImageError(ApiError, status=404, code="no_image"):
+    """The case was stored without a picture of the film (`store_images: none`)."""
+
+
+class InvalidReviewApiError(ApiError, status=422, code="invalid_review"):
+    """A review that does not fit its case, or a similar-joint query for a joint the case does not have."""

@@ -17,15 +17,20 @@ rendered by the one exception handler below; anything unforeseen is a 500 in the
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deepxray.api.auth import OPEN_WARNING, Access
+from deepxray.api.cases import CaseDesk, add_case_routes, open_desk
 from deepxray.api.errors import UPLOAD_FIELD, ApiError, MalformedRequestError
 from deepxray.api.middleware import RequestIdMiddleware, error_response, request_id_of
 from deepxray.api.schemas import ErrorAnswer, HealthAnswer, ModelCardsAnswer, ReadyAnswer, ScoreAnswer
@@ -33,7 +38,10 @@ from deepxray.api.service import ScoringService
 from deepxray.api.upload import read_upload
 from deepxray.imaging import SUPPORTED_FORMATS
 from deepxray.logs import get_logger
-from deepxray.pipeline import Timings
+from deepxray.pipeline import FilmCapture, Timings
+
+# The review page: plain HTML, JavaScript and CSS in the package, served as they are (no build step, no CDN).
+STATIC_DIR = Path(__file__).with_name("static")
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -93,10 +101,17 @@ def _register_error_handlers(app: FastAPI) -> None:
         return error_response(MalformedRequestError(), request_id_of(request))
 
 
-def create_app(service: ScoringService, proxy_echoes_request_id: bool = False, access: Access | None = None) -> FastAPI:
+def create_app(
+    service: ScoringService,
+    proxy_echoes_request_id: bool = False,
+    access: Access | None = None,
+    desk: CaseDesk | None = None,
+) -> FastAPI:
     """The HTTP API over a ScoringService (Ray handles in the deployment, in-process models or fakes elsewhere),
-    with the access control of `access` (default: the one `service.settings` describe)."""
+    with the access control of `access` and the case store of `desk` (defaults: those `service.settings`
+    describe)."""
     access = access if access is not None else Access(service.settings)
+    desk = desk if desk is not None else open_desk(service.settings)
     app = FastAPIOffline(
         title="DeepXRay",
         summary="Ratingen erosion scores of the ten MCP/PIP joints on a hand radiograph. Research use only.",
@@ -119,13 +134,19 @@ def create_app(service: ScoringService, proxy_echoes_request_id: bool = False, a
         openapi_extra=_UPLOAD_BODY,
         dependencies=[Depends(access.requires("score"))],
     )
-    async def score(request: Request) -> Any:
+    async def score(
+        request: Request,
+        overlay: Annotated[
+            bool, Query(description="Add `overlay`: a PNG of the film with the joints' boxes and scores (base64)")
+        ] = False,
+    ) -> Any:
         """Upload a hand radiograph (PNG 8/16-bit, JPEG, TIFF, DICOM) in the multipart field `xray`; get the
         Ratingen score of each of the ten joints, the body part, laterality, joint positions and model versions.
+        When the service keeps cases, the answer names its `case_id`.
         """
         request_id = request_id_of(request)
         timings = Timings()
-        status, size, wait_s, upload_s = 500, -1, 0.0, 0.0
+        status, size, wait_s, upload_s, keep_s = 500, -1, 0.0, 0.0, 0.0
         start = time.perf_counter()
         try:
             async with service.gate.admit():
@@ -133,7 +154,12 @@ def create_app(service: ScoringService, proxy_echoes_request_id: bool = False, a
                 data = await read_upload(request, service.settings.max_upload_bytes)
                 upload_s = time.perf_counter() - start - wait_s
                 size = len(data)
-                answer = await service.score(data, request_id, timings)
+                capture = FilmCapture()
+                answer = await service.score(data, request_id, timings, capture)
+                if desk.store is not None or overlay:
+                    keep_start = time.perf_counter()
+                    answer |= await asyncio.to_thread(desk.additions, answer, capture, data, overlay)
+                    keep_s = time.perf_counter() - keep_start
             status = 200
             return answer
         except ApiError as exc:
@@ -142,13 +168,14 @@ def create_app(service: ScoringService, proxy_echoes_request_id: bool = False, a
         finally:
             log.info(
                 "score request_id=%s status=%d bytes=%d wait_ms=%.1f upload_ms=%.1f decode_ms=%.1f "
-                "body_part_ms=%.1f detect_ms=%.1f crop_ms=%.1f score_ms=%.1f total_ms=%.1f",
+                "body_part_ms=%.1f detect_ms=%.1f crop_ms=%.1f score_ms=%.1f case_ms=%.1f total_ms=%.1f",
                 request_id,
                 status,
                 size,
                 1000 * wait_s,
                 1000 * upload_s,
                 *(1000 * getattr(timings, step) for step in ("decode", "body_part", "detect", "crop", "score")),
+                1000 * keep_s,
                 1000 * (time.perf_counter() - start),
             )
 
@@ -177,4 +204,11 @@ def create_app(service: ScoringService, proxy_echoes_request_id: bool = False, a
     async def model_cards(request: Request) -> Any:
         return {"models": await service.cards(), "request_id": request_id_of(request)}
 
+    add_case_routes(app, desk, access, _AUTH_ERRORS)
+
+    @app.get("/", summary="The review page", include_in_schema=False)
+    async def review_page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

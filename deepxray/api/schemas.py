@@ -4,6 +4,7 @@ cannot drift apart."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -120,4 +121,120 @@ class ReadyAnswer(_Answer):
 
 class ModelCardsAnswer(BaseModel):
     models: dict[str, dict] = Field(description="Each model's card: name, version, input, labels, training data, ...")
+    request_id: str
+
+
+# The case store's routes (deepxray/api/cases.py).
+
+JointName = Literal["mcp1", "mcp2", "mcp3", "mcp4", "mcp5", "pip1", "pip2", "pip3", "pip4", "pip5"]
+
+
+class CaseSummaryAnswer(_Answer):
+    case_id: str
+    created_at: datetime
+    models: dict[str, str]
+    body_part: str = Field(description="left_hand, right_hand or both_hands")
+    hands: int = Field(description="Hands scored on the film")
+    total: int = Field(description="The answer's top-level total (the left hand's where there is one)")
+    reviewed: bool
+    reviewed_at: datetime | None
+    reviewer: str | None = Field(description="Who saved the latest review (an API key's id or a token's sub)")
+
+
+class CaseListAnswer(_Answer):
+    cases: list[CaseSummaryAnswer] = Field(description="Newest first")
+    total: int = Field(description="Cases matching the filters, all pages")
+    limit: int
+    offset: int
+    request_id: str
+
+
+class JointReviewState(_Answer):
+    decision: Literal["accepted", "corrected"]
+    score: int = Field(ge=0, le=5, description="The reviewed grade")
+    comment: str | None
+    reviewer: str
+    at: datetime
+
+
+class CaseJointAnswer(_Answer):
+    hand: int = Field(description="Index of the hand in the answer's `hands`")
+    laterality: Literal["L", "R"]
+    joint: JointName
+    score: int = Field(ge=0, le=5, description="The model's grade")
+    probabilities: list[float]
+    center: Point
+    review: JointReviewState | None = Field(description="The joint's current review; null before any")
+
+
+class ReviewEvent(_Answer):
+    at: datetime
+    reviewer: str
+    hand: int
+    joint: JointName
+    decision: Literal["accepted", "corrected"]
+    score: int
+    comment: str | None
+
+
+class CaseAnswer(_Answer):
+    """A stored case: the answer as the client got it, each joint with its current review, and every change."""
+
+    case_id: str
+    created_at: datetime
+    models: dict[str, str]
+    answer: dict = Field(description="The /score answer as it was given")
+    image: Literal["preview", "original"] | None = Field(description="What picture of the film is kept")
+    joints: list[CaseJointAnswer]
+    reviewed: bool
+    reviewed_at: datetime | None
+    reviewer: str | None
+    history: list[ReviewEvent] = Field(description="Every review change, oldest first")
+    request_id: str
+    notice: str
+
+
+class JointReviewRequest(_Answer):
+    hand: int = Field(0, ge=0, description="Index of the hand in the answer's `hands` (0: the first)")
+    joint: JointName
+    decision: Literal["accepted", "corrected"]
+    score: int | None = Field(
+        None, ge=0, le=5, description="The reviewed grade: required when corrected; accepted keeps the model's"
+    )
+    comment: str | None = Field(None, max_length=2000)
+
+
+class ReviewRequest(_Answer):
+    """A reviewer's word on a case: the joints named are accepted or corrected; the others keep their state."""
+
+    joints: list[JointReviewRequest] = Field(min_length=1, max_length=20)
+
+
+class SimilarQuery(_Answer):
+    case_id: str
+    hand: int
+    joint: JointName
+    score: int
+
+
+class SimilarJointAnswer(_Answer):
+    case_id: str
+    hand: int
+    laterality: Literal["L", "R"]
+    joint: JointName
+    score: int = Field(description="The model's grade")
+    review_score: int | None = Field(description="The reviewed grade, where the joint was reviewed")
+    decision: Literal["accepted", "corrected"] | None
+    similarity: float = Field(description="Cosine similarity of the scorer's embeddings, -1..1")
+
+
+class SimilarAnswer(_Answer):
+    query: SimilarQuery
+    similar: list[SimilarJointAnswer] = Field(description="Most similar first; joints of other cases only")
+    method: Literal["numpy", "pgvector"]
+    request_id: str
+
+
+class DeletedAnswer(_Answer):
+    deleted: str = Field(description="The id of the case deleted, with its image, joints and reviews")
     request_id: str

@@ -26,7 +26,7 @@ from deepxray.api.errors import (
     translate_model_error,
 )
 from deepxray.models.registry import MODEL_NAMES
-from deepxray.pipeline import Models, Timings, score_radiograph
+from deepxray.pipeline import FilmCapture, Models, Timings, score_radiograph
 from deepxray.settings import Settings
 
 # Longest wait for the models' readiness (GET /readyz), versions and cards (GET /v1/models): small calls that
@@ -144,10 +144,13 @@ class ScoringService:
             versions=versions,
         )
 
-    async def score(self, data: bytes, request_id: str, timings: Timings) -> dict[str, Any]:
-        """The `/score` answer for an uploaded file (raises an ApiError for anything but a scored hand)."""
+    async def score(
+        self, data: bytes, request_id: str, timings: Timings, capture: FilmCapture | None = None
+    ) -> dict[str, Any]:
+        """The `/score` answer for an uploaded file (raises an ApiError for anything but a scored hand); `capture`
+        receives the decoded film and the joints' embeddings."""
         models = self.models(await self.versions())
-        return await score_radiograph(data, models, self.settings, request_id, timings)
+        return await score_radiograph(data, models, self.settings, request_id, timings, capture)
 
     async def readiness(self) -> dict[str, dict]:
         """Each model's info; raises NotReadyError unless every one is loaded and warm."""
