@@ -1,4 +1,4 @@
-"""The `deepxray` command: phantoms, training, evaluation, registry scoring and API keys."""
+"""The `deepxray` command: phantoms, training, evaluation, registry scoring, API keys and the case store."""
 
 from __future__ import annotations
 
@@ -132,6 +132,52 @@ def _keys_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_case_store(url: str | None):
+    """The case store at `url` (default: the settings' `case_store_url()`), migrated; a store that cannot be
+    opened is the user's error (a wrong URL, a database that does not answer)."""
+    import sqlalchemy
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from deepxray.cases.store import CaseStore
+    from deepxray.settings import Settings
+
+    url = url or Settings().case_store_url()
+    try:
+        return CaseStore.open(url)
+    except (SQLAlchemyError, CommandError) as exc:  # CommandError: a store migrated by a newer deepxray
+        shown = sqlalchemy.make_url(url).render_as_string(hide_password=True) if "://" in url else url
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise ValueError(f"cannot open the case store {shown}: {reason}") from None
+
+
+def _cases_export(args: argparse.Namespace) -> int:
+    from deepxray.cases.export import export_cases
+
+    with _open_case_store(args.database_url) as store:
+        summary = export_cases(store, args.out, reviewed_only=args.reviewed_only)
+    print(summary.text())
+    return 0
+
+
+def _cases_delete(args: argparse.Namespace) -> int:
+    if args.all == bool(args.case_ids):
+        raise ValueError("give the case ids to delete, or --all (with --yes) for every case")
+    if args.all and not args.yes:
+        raise ValueError("--all deletes every case of the store: add --yes to confirm")
+    with _open_case_store(args.database_url) as store:
+        if args.all:
+            print(f"deleted {store.delete_all()} cases (every case of the store)")
+            return 0
+        missing = [case_id for case_id in args.case_ids if not store.exists(case_id)]
+        if missing:  # nothing deleted: a typo in one id should not leave the rest half done
+            raise ValueError(f"no case {', '.join(missing)} in the store; nothing deleted")
+        for case_id in dict.fromkeys(args.case_ids):
+            store.delete(case_id)
+    print(f"deleted {len(dict.fromkeys(args.case_ids))} cases")
+    return 0
+
+
 def _training_target(value: str) -> str:
     """A model name; the older spellings (body-part, joints, scorer) name the same models."""
     from deepxray.models.registry import ALIASES
@@ -256,6 +302,21 @@ def build_parser() -> argparse.ArgumentParser:
     listing = key_commands.add_parser("list", help="the key ids and scopes of a keys file")
     listing.add_argument("--keys-file", type=Path, required=True)
     listing.set_defaults(func=_keys_list)
+
+    cases = commands.add_parser("cases", help="the case store: export reviewed cases for training, delete cases")
+    case_commands = cases.add_subparsers(dest="cases_command", required=True)
+    store_help = "the store's SQLAlchemy URL (default: DEEPXRAY_DATABASE_URL, else cases.sqlite in the data dir)"
+    export = case_commands.add_parser("export", help="write the cases as a training manifest (one record per hand)")
+    export.add_argument("--out", type=Path, required=True, help="folder for manifest.jsonl and the images")
+    export.add_argument("--reviewed-only", action="store_true", help="only cases a clinician reviewed")
+    export.add_argument("--database-url", default=None, help=store_help)
+    export.set_defaults(func=_cases_export)
+    delete = case_commands.add_parser("delete", help="delete cases (answer, picture, joints, reviews)")
+    delete.add_argument("case_ids", nargs="*", metavar="CASE_ID", help="the cases to delete")
+    delete.add_argument("--all", action="store_true", help="delete every case of the store (needs --yes)")
+    delete.add_argument("--yes", action="store_true", help="confirm --all")
+    delete.add_argument("--database-url", default=None, help=store_help)
+    delete.set_defaults(func=_cases_delete)
     return parser
 
 

@@ -105,7 +105,9 @@ def test_scored_films_are_kept_reviewed_exported_and_trained_on(client, store, f
     assert all(len(answer["case_id"]) == 32 for answer in answers)
     overlay = answers[0].pop("overlay")
     picture = cv2.imdecode(np.frombuffer(base64.b64decode(overlay["base64"]), np.uint8), cv2.IMREAD_UNCHANGED)
-    assert overlay["media_type"] == "image/png" and max(picture.shape[:2]) <= Settings().preview_max_side
+    # The film downscaled to preview_max_side (its longest side, the height), the notice band below it.
+    assert overlay["media_type"] == "image/png" and picture.shape[1] < picture.shape[0]
+    assert picture.shape[1] <= Settings().preview_max_side
 
     # Read back: every case, unreviewed, with the answer as the client got it.
     listed = client.get(f"{prefix}/v1/cases", headers=bearer(reader)).json()

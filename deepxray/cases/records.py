@@ -96,15 +96,126 @@ class JointReview:
         hand: The hand's index in the answer's `hands`.
         joint: mcp1..pip5.
         decision: "accepted" (score = the model's) or "corrected".
-        score: The reviewed grade 0..5 (for "accepted", the model's own).
+        score: The reviewed grade 0..5 (for "accepted", the model's own, or None: the store fills it in).
         comment: Free text, or None.
     """
 
     hand: int
     joint: str
     decision: Decision
-    score: int
+    score: int | None
     comment: str | None = None
+
+
+@dataclass(frozen=True)
+class CurrentReview:
+    """The latest review of one joint (its last event in the case's history)."""
+
+    decision: Decision
+    score: int
+    comment: str | None
+    reviewer: str
+    reviewed_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredJoint:
+    """One scored joint of a stored case, with its current review (None: never reviewed).
+
+    Attributes:
+        hand, laterality, joint, score, probabilities, center: As in `JointRecord`.
+        review: The latest review of the joint, or None.
+    """
+
+    hand: int
+    laterality: str
+    joint: str
+    score: int
+    probabilities: list[float]
+    center: tuple[float, float]
+    review: CurrentReview | None = None
+
+
+@dataclass(frozen=True)
+class ReviewEvent:
+    """One entry of a case's review history: a reviewer's word on one joint at one time."""
+
+    at: datetime
+    reviewer: str
+    hand: int
+    joint: str
+    decision: Decision
+    score: int
+    comment: str | None
+
+
+@dataclass(frozen=True)
+class StoredCase:
+    """A case as the store gives it back (`CaseStore.get`).
+
+    Attributes:
+        image_kind: "preview" or "original" where the film's picture is kept (`CaseStore.image`), else None.
+        joints: Every scored joint, by hand and then in the answer's joint order.
+        reviewed, reviewed_at, reviewer: Whether, when and by whom the case was last reviewed.
+        history: Every review event, oldest first (nothing is overwritten).
+    """
+
+    case_id: str
+    created_at: datetime
+    models: dict[str, str]
+    answer: dict
+    film_size: tuple[int, int]
+    study_id: str | None
+    series_id: str | None
+    image_kind: ImageKind | None
+    joints: list[StoredJoint]
+    reviewed: bool
+    reviewed_at: datetime | None
+    reviewer: str | None
+    history: list[ReviewEvent]
+
+
+@dataclass(frozen=True)
+class CaseSummary:
+    """One line of a case listing (no image, no joints)."""
+
+    case_id: str
+    created_at: datetime
+    models: dict[str, str]
+    body_part: str
+    hands: int
+    total: int
+    reviewed: bool
+    reviewed_at: datetime | None
+    reviewer: str | None
+
+
+@dataclass(frozen=True)
+class CasePage:
+    """A page of a listing, newest first, and how many cases match the filters in all."""
+
+    items: list[CaseSummary]
+    total: int
+
+
+@dataclass(frozen=True)
+class SimilarJoint:
+    """A stored joint like the one asked about, from another case.
+
+    Attributes:
+        score: The model's grade.
+        reviewed_score, decision: Its current review, or None.
+        similarity: Cosine similarity of the two embeddings (1 = the same direction).
+    """
+
+    case_id: str
+    hand: int
+    laterality: str
+    joint: str
+    score: int
+    reviewed_score: int | None
+    decision: Decision | None
+    similarity: float
 
 
 class CaseNotFoundError(LookupError):
