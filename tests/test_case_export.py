@@ -157,9 +157,14 @@ def test_every_hand_is_a_record_with_centres_on_its_joints(store_url, tmp_path):
             x, y = joint["center"]
             found = dot_centroid(pixels, x, y, reach=round(DOT * scales[record["case_id"][0]]) + 3)
             assert np.abs(np.subtract(found, (x, y))).max() < 0.25, (record["file"], name, (x, y), found)
-    # A film of both hands is cut in two: neither cut reaches far into the other hand's half.
+    # A film of both hands is cut in two between the hands: the two sides together are the whole film, each its
+    # full height (wrist and fingertips kept), neither reaching far into the other hand's half.
+    width = 2 * FILM[1] * PREVIEW
     half = [r for r in records if r["case_id"][0] == "b"]
-    assert all(r["width"] < FILM[1] * PREVIEW for r in half)
+    assert sum(r["width"] for r in half) == width and all(r["width"] < 0.7 * width for r in half)
+    assert all(r["height"] == FILM[0] * PREVIEW for r in half)
+    # A film of one hand is exported whole.
+    assert (records[0]["width"], records[0]["height"]) == (FILM[1], FILM[0])
     # The turned film is turned upright, as the models saw it: fingertips above the knuckles.
     turned = records[3]["joints"]
     assert all(turned[f"pip{i}"]["center"][1] < turned[f"mcp{i}"]["center"][1] for i in range(2, 6))

@@ -3,7 +3,8 @@
 Five phantom films are scored over HTTP by an ingress that keeps cases (an extra ingress over the module's model
 deployments, so the scorer's embeddings cross Ray as they do in production), read back, two of them reviewed (one
 corrected), the reviewed cases exported as a training manifest, and the scorer trained one epoch on it with
-`deepxray train ratingen_score --data ... --epochs 1`. The store is a SQLite file, then a real PostgreSQL server
+`deepxray train ratingen_score --data ... --epochs 1`, and the shipped models evaluated against the reviewers
+(`deepxray evaluate --data ...`). The store is a SQLite file, then a real PostgreSQL server
 started for the test session (`tests/postgres.py`).
 """
 
@@ -166,6 +167,16 @@ def test_scored_films_are_kept_reviewed_exported_and_trained_on(client, store, f
     assert trained.returncode == 0, trained.stderr[-2000:]
     card = json.loads((models / "ratingen_score" / "model_card.json").read_text())
     assert card["name"] == "ratingen_score"
+
+    # And the shipped models measured against the reviewers: every exported hand scored, the correction counted.
+    report = tmp_path / "report"
+    evaluate = [sys.executable, "-m", "deepxray.cli", "evaluate", "--data", str(export), "--out", str(report),
+                "--models", str(Settings().models_folder())]  # fmt: skip
+    evaluated = subprocess.run(evaluate, capture_output=True, text=True, timeout=600)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    summary = json.loads((report / "report.json").read_text())["summary"]["scores"]
+    assert summary["n_joints"] == 10 * len(records) and summary["n_joints_unscored"] == 0
+    assert summary["accuracy"]["exact"]["value"] < 1.0  # the model gave mcp2 another grade than the reviewer
 
     # Deleting a case removes it for good.
     assert client.delete(f"{prefix}/v1/cases/{corrected_case}", headers=headers).status_code == 200

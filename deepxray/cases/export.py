@@ -1,8 +1,9 @@
 """Stored cases back to training: a manifest in the phantom generator's format, which `deepxray train --data DIR`
 reads (`deepxray.training.data.ManifestSource`).
 
-One record per scored hand: the film's picture cut to the hand (a film of both hands gives two), turned upright
-as the models saw it, with each joint's centre in the cut's pixels and its label: the reviewed grade where the
+One record per scored hand: the film's picture, cut between the hands where the film shows two (each hand gets its
+side of the film, whole, wrist and fingertips included, as a film of one hand shows it), turned upright as the
+models saw it, with each joint's centre in the cut's pixels and its label: the reviewed grade where the
 case was reviewed (a joint the reviewer left alone counts as accepted), else the model's. A case kept without a
 picture (`store_images: none`) cannot be exported and is counted as skipped.
 """
@@ -10,7 +11,6 @@ picture (`store_images: none`) cannot be exported and is counted as skipped.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +19,7 @@ import cv2
 import numpy as np
 
 from deepxray.cases.records import CaseNotFoundError, StoredCase
-from deepxray.imaging.crop import joint_crop_size
 from deepxray.phantoms.generate import MANIFEST
-
-# Room around the hand's joints, in joint crops: the answer's box ends at the scored crops, but training cuts
-# larger crops (CROP_CONTEXT) and shifts and turns them, which would otherwise run off the cut.
-MARGIN_CROPS = 0.5
 
 
 @dataclass(frozen=True)
@@ -73,6 +68,27 @@ def export_cases(store, out: Path, reviewed_only: bool = False) -> ExportSummary
     return ExportSummary(manifest, cases, len(records), skipped)
 
 
+def hand_side(answer: dict, hand: int, film_size: tuple[float, float]) -> tuple[float, float, float, float]:
+    """The part of the film that shows hand `hand` (film pixels: left, top, right, bottom): the whole film, cut
+    halfway between this hand's box and each other hand's (scored or not) on the axis that separates them.
+
+    The answer's boxes hold only the joints; a cut to them alone would lose the wrist and fingertips that the
+    body-part model and the detector learn from.
+    """
+    own = answer["hands"][hand]["box"]
+    others = [h["box"] for i, h in enumerate(answer["hands"]) if i != hand]
+    others += [h["box"] for h in answer.get("hands_not_scored", [])]
+    side = [0.0, 0.0, float(film_size[0]), float(film_size[1])]
+    for other in others:
+        gaps = [abs((own[a] + own[a + 2]) - (other[a] + other[a + 2])) for a in (0, 1)]
+        axis = 0 if gaps[0] >= gaps[1] else 1  # x: side by side, y: one above the other (a turned film)
+        if own[axis] + own[axis + 2] < other[axis] + other[axis + 2]:
+            side[axis + 2] = min(side[axis + 2], (own[axis + 2] + other[axis]) / 2)
+        else:
+            side[axis] = max(side[axis], (other[axis + 2] + own[axis]) / 2)
+    return side[0], side[1], side[2], side[3]
+
+
 def hand_record(case: StoredCase, hand: int, pixels: np.ndarray, scale: float) -> tuple[np.ndarray, dict | None]:
     """Hand `hand` of `case` cut from `pixels` (the stored picture, `scale` picture pixels per film pixel) and
     turned upright, and its manifest record; (pixels, None) for a hand without joints."""
@@ -82,14 +98,11 @@ def hand_record(case: StoredCase, hand: int, pixels: np.ndarray, scale: float) -
     laterality = joints[0].laterality
     # A film position p is at (p + 0.5) * scale - 0.5 in the picture; a box's edges scale as they are.
     centers = {j.joint: ((j.center[0] + 0.5) * scale - 0.5, (j.center[1] + 0.5) * scale - 0.5) for j in joints}
-    try:
-        margin = MARGIN_CROPS * joint_crop_size(centers)
-    except ValueError:  # MCPs too odd to size a crop by: the box alone
-        margin = 0.0
-    x0, y0, x1, y1 = (edge * scale for edge in case.answer["hands"][hand]["box"])
     height, width = pixels.shape[:2]
-    left, top = max(0, math.floor(x0 - margin)), max(0, math.floor(y0 - margin))
-    right, bottom = min(width, math.ceil(x1 + margin)), min(height, math.ceil(y1 + margin))
+    left, top, right, bottom = hand_side(case.answer, hand, (width / scale, height / scale))
+    # Rounded alike on both sides of a cut, so the two sides of a film of both hands meet without overlap.
+    left, top = max(0, round(left * scale)), max(0, round(top * scale))
+    right, bottom = min(width, round(right * scale)), min(height, round(bottom * scale))
     cut = pixels[top:bottom, left:right]
     points = {name: (x - left, y - top) for name, (x, y) in centers.items()}
     for _ in range(case.answer.get("orientation", {}).get("rotated_deg", 0) // 90 % 4):
