@@ -20,7 +20,9 @@ temporary folder):
   then the same for `GET /v1/models`; p50 of each, their difference and the median of the paired differences.
 
 With `--store-runs N`, what keeping every scored film adds (`store_cases`, a SQLite file in a temporary folder,
-previews kept): two more ingresses alike but for `store_cases`, sent the same PNG in alternating order, N pairs.
+previews kept): in-process, the median of the ingress's work after scoring (`CaseDesk.additions`, 2N calls, with
+and without the picture for `?overlay=true`); served, two more ingresses alike but for `store_cases`, sent the
+same PNG in alternating order, N pairs.
 
 With `--soak N` it then sends N more requests and prints the memory (RSS) of each replica of a self-started
 application after request 200 and after request N, and the total of all Serve processes.
@@ -81,12 +83,9 @@ def phantom_files(seed: int) -> dict[str, bytes]:
     return files
 
 
-def in_process(files: dict[str, bytes], settings, runs: int, warmup: int) -> dict[str, Timing]:
+def in_process(files: dict[str, bytes], models, settings, runs: int, warmup: int) -> dict[str, Timing]:
     from deepxray.imaging import ImagingError
-    from deepxray.models.runtime import local_models
     from deepxray.pipeline import ScoringError, score_radiograph
-
-    models = local_models(settings.models_folder())
 
     def once(data: bytes) -> str:
         try:
@@ -287,6 +286,28 @@ def print_auth(local: dict[str, Timing], calls: int, remote: dict[str, Paired] |
 STORE_ROUTES = {"off": "/nostore", "on": "/store"}
 
 
+def keeping_times(data: bytes, models, settings, runs: int, folder: Path) -> dict[str, Timing]:
+    """What the ingress does after scoring `data`, in-process (`CaseDesk.additions`: a SQLite store in `folder`,
+    previews kept): keeping the case, and keeping it with the picture in the answer (`?overlay=true`)."""
+    from deepxray.api.cases import CaseDesk
+    from deepxray.cases.store import CaseStore
+    from deepxray.pipeline import FilmCapture, score_radiograph
+    from deepxray.settings import Settings
+
+    capture = FilmCapture()
+    answer = asyncio.run(score_radiograph(data, models, settings, capture=capture))
+    keeping = Settings.with_environment({**settings.model_dump(exclude_unset=True), "store_cases": True,
+                                         "data_dir": str(folder)})  # fmt: skip
+    with CaseStore.open(keeping.case_store_url()) as store:
+        desk = CaseDesk(store, keeping)
+        return {
+            f"keep{' + overlay' if draw else ''}": time_calls(
+                lambda draw=draw: (desk.additions(answer, capture, data, draw), "200")[1], runs, 5
+            )
+            for draw in (False, True)
+        }
+
+
 def served_store(url: str, settings, deployments, data: bytes, runs: int, warmup: int, folder: Path) -> Paired:
     """POST /score of `data` to two ingresses alike but for `store_cases` (off at /nostore; on at /store, SQLite in
     `folder`, previews kept), alternating; checks that the second really kept every case it scored."""
@@ -310,7 +331,12 @@ def served_store(url: str, settings, deployments, data: bytes, runs: int, warmup
     return paired
 
 
-def print_store(pair: Paired) -> None:
+def print_store(local: dict[str, Timing], pair: Paired | None) -> None:
+    print("\nthe case store (SQLite, previews kept), in-process: CaseDesk.additions after scoring png16; ms:")
+    for name, timing in local.items():
+        print(f"  {name:16s} p50 {1000 * timing.p50:7.2f}   p95 {1000 * timing.p95:7.2f}   ({len(timing.times)} calls)")
+    if pair is None:
+        return
     print("\nserved, alternating POST /score png16 to two ingresses alike but for store_cases (SQLite, preview); ms:")
     print(f"{'pairs':>5s} {'store off p50':>14s} {'store on p50':>13s} {'added p50':>10s} {'paired median':>14s}")
     print(
@@ -402,8 +428,11 @@ def main() -> None:
 
     models_dir = settings.models_folder()
 
+    from deepxray.models.runtime import local_models
+
+    models = local_models(models_dir)
     files = phantom_files(args.seed)
-    local = in_process(files, settings, args.runs, args.warmup)
+    local = in_process(files, models, settings, args.runs, args.warmup)
     auth_runs = args.runs if args.auth_runs is None else args.auth_runs
     with contextlib.ExitStack() as stack:
         auth_folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="deepxray-auth-")))

@@ -52,6 +52,17 @@ def _as(film: np.ndarray, dtype) -> np.ndarray:
     return (film / 16).astype(np.uint8) if dtype == np.uint8 else film.astype(dtype)
 
 
+def _jpeg_segments(data: bytes) -> list[int]:
+    """The marker bytes of a JPEG's segments up to the image data (start of scan)."""
+    assert data[:2] == b"\xff\xd8"
+    markers, offset = [], 2
+    while data[offset + 1] != 0xDA:
+        markers.append(data[offset + 1])
+        (length,) = struct.unpack(">H", data[offset + 2 : offset + 4])
+        offset += 2 + length
+    return markers
+
+
 def _png_chunks(data: bytes) -> list[bytes]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     chunks, offset = [], 8
@@ -140,8 +151,10 @@ def test_a_preview_round_trips_through_image_for_overlay():
     image = film_image(film, "preview", 1024)
     assert image.kind == "preview" and image.scale == scale
     back, back_scale = image_for_overlay(image, 1024)
-    assert back_scale == scale
-    np.testing.assert_array_equal(back, view)
+    assert back_scale == scale and back.shape == view.shape
+    # A JPEG of quality 95: within a few grey levels of the viewing image, one on average.
+    difference = np.abs(back.astype(int) - view.astype(int))
+    assert difference.mean() < 1.0 and difference.max() <= 12
     # A smaller overlay of the same preview: downscaled again, the scales multiplied.
     small, small_scale = image_for_overlay(image, 512)
     assert max(small.shape) == 512 and small_scale == pytest.approx(scale / 2)
@@ -152,7 +165,7 @@ def test_an_original_keeps_the_decoded_pixels_and_round_trips(dtype):
     film = _film((1200, 900), dtype)
     image = film_image(film, "original", 1024)
     assert image.kind == "original" and image.scale == 1.0
-    decoded = cv2.imdecode(np.frombuffer(image.png, np.uint8), cv2.IMREAD_UNCHANGED)
+    decoded = cv2.imdecode(np.frombuffer(image.encoded, np.uint8), cv2.IMREAD_UNCHANGED)
     assert decoded.dtype == dtype
     np.testing.assert_array_equal(decoded, film)
     back, scale = image_for_overlay(image, 600)
@@ -161,10 +174,11 @@ def test_an_original_keeps_the_decoded_pixels_and_round_trips(dtype):
     np.testing.assert_array_equal(back, expected)
 
 
-@pytest.mark.parametrize("kind", ["preview", "original"])
-def test_stored_pictures_carry_no_metadata(kind):
-    chunks = _png_chunks(film_image(_film((400, 300)), kind, 256).png)
+def test_stored_pictures_carry_no_metadata():
+    chunks = _png_chunks(film_image(_film((400, 300)), "original", 256).encoded)
     assert set(chunks) == {b"IHDR", b"IDAT", b"IEND"}
+    segments = _jpeg_segments(film_image(_film((400, 300)), "preview", 256).encoded)
+    assert not {0xE1, 0xFE} & set(segments)  # no EXIF (APP1), no comment (COM): only JFIF, tables and data
 
 
 def test_film_image_refuses_an_unknown_kind():

@@ -50,7 +50,7 @@ def export_cases(store, out: Path, reviewed_only: bool = False) -> ExportSummary
         if image is None:
             skipped += 1
             continue
-        pixels = cv2.imdecode(np.frombuffer(image.png, np.uint8), cv2.IMREAD_UNCHANGED)
+        pixels = cv2.imdecode(np.frombuffer(image.encoded, np.uint8), cv2.IMREAD_UNCHANGED)
         cases += 1
         for hand in range(len(case.answer["hands"])):
             cut, record = hand_record(case, hand, pixels, image.scale)

@@ -27,15 +27,16 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True)
 class FilmImage:
-    """The stored picture of a film: a PNG without metadata, and how its pixels relate to the film's.
+    """The stored picture of a film: an encoded image without metadata, and how its pixels relate to the film's.
 
     Attributes:
-        png: An 8-bit windowed preview (`preview`) or the decoded pixels at full size, 8 or 16 bit (`original`).
+        encoded: An 8-bit windowed preview as JPEG (`preview`) or the decoded pixels at full size, 8 or 16 bit,
+            as PNG (`original`); OpenCV decodes either.
         kind: Which of the two.
         scale: Image pixels per film pixel (1.0 for `original`); a film position p is at (p + 0.5) * scale - 0.5.
     """
 
-    png: bytes
+    encoded: bytes
     kind: ImageKind
     scale: float
 

@@ -67,7 +67,7 @@ case_images = sa.Table(
     sa.Column("case_id", sa.String(32), sa.ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("scale", sa.Float(), nullable=False),
-    sa.Column("png", sa.LargeBinary(), nullable=False),
+    sa.Column("encoded", sa.LargeBinary(), nullable=False),
 )
 
 case_joints = sa.Table(

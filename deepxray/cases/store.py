@@ -87,7 +87,7 @@ class CaseStore:
             connection.execute(sa.insert(cases), row)
             if case.image is not None:
                 image = {"case_id": case.case_id, "kind": case.image.kind, "scale": case.image.scale}
-                connection.execute(sa.insert(case_images), {**image, "png": case.image.png})
+                connection.execute(sa.insert(case_images), {**image, "encoded": case.image.encoded})
             if joints:
                 connection.execute(sa.insert(joints_with_vector if self._has_vector else case_joints), joints)
         return case.case_id
@@ -153,12 +153,12 @@ class CaseStore:
 
     def image(self, case_id: str) -> FilmImage | None:
         """The film's picture, or None for a case stored without one. Raises CaseNotFoundError."""
-        query = sa.select(case_images.c.png, case_images.c.kind, case_images.c.scale)
+        query = sa.select(case_images.c.encoded, case_images.c.kind, case_images.c.scale)
         with reading(self._engine) as connection:
             row = connection.execute(query.where(case_images.c.case_id == case_id)).first()
             if row is None and not _exists(connection, case_id):
                 raise CaseNotFoundError(f"There is no case {case_id}.")
-        return None if row is None else FilmImage(bytes(row.png), row.kind, row.scale)
+        return None if row is None else FilmImage(bytes(row.encoded), row.kind, row.scale)
 
     def embeddings(self, case_id: str) -> dict[tuple[int, str], np.ndarray]:
         """(hand, joint) -> the scorer's embedding (float32), for the joints that have one."""

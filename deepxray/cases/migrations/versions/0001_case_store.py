@@ -51,7 +51,7 @@ def upgrade() -> None:
         sa.Column("case_id", sa.String(32), sa.ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("scale", sa.Float(), nullable=False),
-        sa.Column("png", sa.LargeBinary(), nullable=False),
+        sa.Column("encoded", sa.LargeBinary(), nullable=False),
     )
     op.create_table(
         "case_joints",
