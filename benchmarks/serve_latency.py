@@ -331,7 +331,22 @@ def served_store(url: str, settings, deployments, data: bytes, runs: int, warmup
     return paired
 
 
-def print_store(local: dict[str, Timing], pair: Paired | None) -> None:
+def logged_steps(app: str) -> dict[str, float]:
+    """Medians of the step times that the ingress of application `app` logged for its `score` lines (its own
+    view of each request, free of the HTTP path's noise), from this Ray session's log folder."""
+    import re
+    import statistics
+
+    import ray
+
+    folder = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve"
+    lines = [line for path in folder.glob(f"replica_{app}_*.log") for line in path.read_text().splitlines()
+             if " score request_id=" in line]  # fmt: skip
+    rows = [dict(re.findall(r"(\w+)_ms=([\d.]+)", line)) for line in lines]
+    return {step: statistics.median(float(row[step]) for row in rows) for step in rows[0]} if rows else {}
+
+
+def print_store(local: dict[str, Timing], pair: Paired | None, steps: dict[str, dict[str, float]] | None) -> None:
     print("\nthe case store (SQLite, previews kept), in-process: CaseDesk.additions after scoring png16; ms:")
     for name, timing in local.items():
         print(f"  {name:16s} p50 {1000 * timing.p50:7.2f}   p95 {1000 * timing.p95:7.2f}   ({len(timing.times)} calls)")
@@ -345,6 +360,10 @@ def print_store(local: dict[str, Timing], pair: Paired | None) -> None:
     )
     if pair.plain.outcome != "200" or pair.other.outcome != "200":
         print(f"  ! not answered 200: store off answered {pair.plain.outcome}, store on {pair.other.outcome}")
+    if steps:
+        print("the two ingresses' own log, medians of the same requests; ms:")
+        for name, logged in steps.items():
+            print(f"  store {name:4s}" + "".join(f"  {step} {value:6.1f}" for step, value in logged.items()))
 
 
 def serve_memory() -> dict[str, int]:
@@ -438,6 +457,9 @@ def main() -> None:
         auth_folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="deepxray-auth-")))
         auth, creds = credentials(auth_folder)
         validation = validation_times(auth, creds, args.auth_calls)  # before Ray starts: nothing else running
+        store_folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="deepxray-store-")))
+        if args.store_runs > 0:  # also before Ray starts
+            keeping = keeping_times(files["png16"], models, settings, 2 * args.store_runs, store_folder / "local")
         try:
             url = args.url or stack.enter_context(served_application(settings, deployments, args.cpus, port))
         except PortTaken as error:
@@ -460,13 +482,16 @@ def main() -> None:
             with twin_ingresses(url, settings, deployments, variants) as urls:
                 paired = served_auth(urls, creds["JWT RS256"], files["png16"], auth_runs, args.warmup)
         print_auth(validation, args.auth_calls, paired)
-        if started_here and args.store_runs > 0:
-            store_folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="deepxray-store-")))
-            print_store(
-                served_store(url, settings, deployments, files["png16"], args.store_runs, args.warmup, store_folder)
-            )
-        elif args.store_runs > 0:
-            print("the store comparison needs an application started here (without --url)")
+        if args.store_runs > 0:
+            pair = None
+            if started_here:
+                pair = served_store(
+                    url, settings, deployments, files["png16"], args.store_runs, args.warmup, store_folder
+                )
+            else:
+                print("the served store comparison needs an application started here (without --url)")
+            steps = {name: logged_steps(route.strip("/")) for name, route in STORE_ROUTES.items()} if pair else None
+            print_store(keeping, pair, steps)
         if not started_here and auth_runs > 0:
             print("the served comparison needs an application started here (without --url)")
         if args.soak:
