@@ -68,6 +68,8 @@ class PostgresServer:
             if root:
                 user = pwd.getpwnam(SERVER_USER)
                 os.chown(self.folder, user.pw_uid, user.pw_gid)
+                if not _reachable_by_others(self.bin_dir):
+                    self.bin_dir = _copied_install(self.bin_dir, self.folder / "site")
                 self._as_user = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
             self._run("initdb", "-D", self.data, "-U", DATABASE_USER, "-A", "trust", "-E", "UTF8", "--locale=C",
                       "--no-sync")  # fmt: skip
@@ -134,6 +136,25 @@ class PostgresServer:
     def _remove(self) -> None:
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _copied_install(bin_dir: Path, site: Path) -> Path:
+    """A copy of pgserver's install (bin, lib, share: 34 MB) and of the libraries its binaries load by relative
+    path (`../../../pgserver.libs`), laid out as in site-packages under `site`; its bin folder.
+
+    For a virtual environment inside a root-only folder (CI's is under `mktemp -d`): the server user cannot run
+    binaries there."""
+    install, package = bin_dir.parent, bin_dir.parent.parent
+    shutil.copytree(install, site / package.name / install.name, symlinks=True)
+    libraries = package.parent / f"{package.name}.libs"
+    if libraries.is_dir():
+        shutil.copytree(libraries, site / libraries.name, symlinks=True)
+    return site / package.name / install.name / bin_dir.name
+
+
+def _reachable_by_others(folder: Path) -> bool:
+    """Whether a user other than the owner can enter `folder` and every folder above it."""
+    return all(path.stat().st_mode & 0o001 for path in [folder, *folder.parents])
 
 
 @contextlib.contextmanager
