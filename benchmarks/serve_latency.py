@@ -339,6 +339,7 @@ def logged_steps(app: str) -> dict[str, float]:
 
     import ray
 
+    # Ray 2.60 has no public call for the session folder of the running Ray (a private one, for a benchmark only).
     folder = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve"
     lines = [line for path in folder.glob(f"replica_{app}_*.log") for line in path.read_text().splitlines()
              if " score request_id=" in line]  # fmt: skip

@@ -1,7 +1,7 @@
 """The case store in the ingress: keeping a scored film, drawing its picture, and the review routes.
 
 `CaseDesk` sits between the HTTP layer and `deepxray.cases.store.CaseStore` (SQLite or PostgreSQL, synchronous):
-every store call runs in a thread, so the event loop keeps serving. After `POST /score`, `CaseDesk.finish` makes
+every store call runs in a thread, so the event loop keeps serving. After `POST /score`, `CaseDesk.additions` makes
 the picture of the film once (`deepxray.cases.overlay.viewing_image`: windowed, downscaled) from the pixels the
 pipeline already decoded, and uses it both for the stored preview and for `?overlay=true`.
 
@@ -259,20 +259,10 @@ def add_case_routes(app: FastAPI, desk: CaseDesk, access, auth_errors: dict[int,
     @app.put("/v1/cases/{case_id}/review", summary="Accept or correct the scores of a case", response_model=CaseAnswer,
              responses=responses(422), dependencies=review)  # fmt: skip
     async def review_case(request: Request, case_id: str, body: ReviewRequest) -> Any:
-        def save(store):
-            case = store.get(case_id)
-            model_scores = {(joint.hand, joint.joint): joint.score for joint in case.joints}
-            joints = []
-            for item in body.joints:
-                if (item.hand, item.joint) not in model_scores:
-                    raise InvalidReviewError(f"The case has no joint {item.joint} on hand {item.hand}.")
-                if item.decision == "corrected" and item.score is None:
-                    raise InvalidReviewError(f"A corrected joint needs its score ({item.joint}, hand {item.hand}).")
-                score = model_scores[(item.hand, item.joint)] if item.decision == "accepted" else item.score
-                joints.append(JointReview(item.hand, item.joint, item.decision, score, item.comment))
-            return store.review(case_id, request.state.subject, joints)
-
-        return case_json(await run(save), request_id_of(request))
+        # The store checks each joint against the case (and fills in the model's score for an acceptance).
+        joints = [JointReview(j.hand, j.joint, j.decision, j.score, j.comment) for j in body.joints]
+        return case_json(await run(lambda store: store.review(case_id, request.state.subject, joints)),
+                         request_id_of(request))  # fmt: skip
 
     @app.get("/v1/cases/{case_id}/similar", summary="The stored joints most like one joint of this case",
              response_model=SimilarAnswer, responses=responses(422), dependencies=read)  # fmt: skip
@@ -284,16 +274,13 @@ def add_case_routes(app: FastAPI, desk: CaseDesk, access, auth_errors: dict[int,
         k: Annotated[int, Query(ge=1, le=100)] = 8,
     ) -> Any:
         def search(store):
-            case = store.get(case_id)
-            query = next((j for j in case.joints if j.hand == hand and j.joint == joint), None)
-            if query is None:
-                raise InvalidReviewError(f"The case has no joint {joint} on hand {hand}.")
-            found = store.similar(case_id, hand, joint, k)
-            return query, found, store.similarity_method
+            found = store.similar(case_id, hand, joint, k)  # refuses a joint the case does not have
+            query = next(j for j in store.get(case_id).joints if j.hand == hand and j.joint == joint)
+            return query.score, found, store.similarity_method
 
-        query, found, method = await run(search)
+        score, found, method = await run(search)
         return {
-            "query": {"case_id": case_id, "hand": hand, "joint": joint, "score": query.score},
+            "query": {"case_id": case_id, "hand": hand, "joint": joint, "score": score},
             "similar": [_similar_json(item) for item in found],
             "method": method,
             "request_id": request_id_of(request),

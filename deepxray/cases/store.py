@@ -335,6 +335,8 @@ def _checked_events(joints: list[JointReview], stored: dict) -> list[dict]:
         named.add(key)
         if review.decision not in DECISIONS:
             raise InvalidReviewError(f"A decision is accepted or corrected, not {review.decision!r}.")
+        if review.decision == "corrected" and review.score is None:
+            raise InvalidReviewError(f"A corrected joint needs its score, 0..5 ({review.joint}, hand {review.hand}).")
         model = stored[key].score
         score = model if review.decision == "accepted" and review.score is None else review.score
         if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= MAX_SCORE:
