@@ -64,6 +64,17 @@ class Node:
         self.process.wait(timeout=30)
 
 
+def distinct_free_ports(count: int, taken: set[int]) -> list[int]:
+    """`count` free ports, none twice and none in `taken`: a port is free until its node binds it, so two draws
+    can return the same one (Ray refuses to start a node whose components share a port; seen in CI)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in taken and port not in ports:
+            ports.append(port)
+    return ports
+
+
 @dataclass
 class LocalCluster:
     """A head and worker nodes on 127.0.0.1. `dashboard` is the address `serve deploy --address` takes."""
@@ -79,14 +90,9 @@ class LocalCluster:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def _start(self, name: str, args: list[str]) -> Node:
-        ports = {
-            "--node-manager-port": free_port(),
-            "--object-manager-port": free_port(),
-            "--metrics-export-port": free_port(),
-            "--dashboard-agent-listen-port": free_port(),
-            "--dashboard-agent-grpc-port": free_port(),
-            "--runtime-env-agent-port": free_port(),
-        }
+        flags = ("--node-manager-port", "--object-manager-port", "--metrics-export-port",
+                 "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port")  # fmt: skip
+        ports = dict(zip(flags, distinct_free_ports(len(flags), {self.gcs_port, self.dashboard_port}), strict=True))
         log = self.root / f"{name}.log"
         command = [
             RAY,
