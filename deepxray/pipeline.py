@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,11 +84,17 @@ ScorerOutput = np.ndarray | tuple[np.ndarray, np.ndarray | None]
 
 @dataclass(frozen=True)
 class Models:
-    """The three models as async callables, and their `name@version` tags."""
+    """The three models as async callables, and their `name@version` tags.
 
-    classify: Callable[[np.ndarray], Awaitable[np.ndarray]]  # view -> probabilities over BODY_PARTS
+    The body-part model and the scorer take a stack of inputs per call (the four turns of a view in one call;
+    `Settings.crops_per_call` crops per call), so a film costs few calls however the models are reached.
+    `versions` is read when the answer is assembled, after every call returned: the ingress fills it from the
+    tags that came back with the outputs (`deepxray.api.service`), so it names the models that did the work.
+    """
+
+    classify: Callable[[np.ndarray], Awaitable[np.ndarray]]  # (n, view) -> (n, len(BODY_PARTS)) probabilities
     detect: Callable[[np.ndarray], Awaitable[np.ndarray]]  # view -> (10, 3) x, y (view px), confidence
-    score: Callable[[np.ndarray], Awaitable[ScorerOutput]]  # one crop -> 6 probabilities (and its embedding)
+    score: Callable[[np.ndarray], Awaitable[Sequence[ScorerOutput]]]  # (n, crop) -> each crop's output
     versions: dict[str, str]
 
 
@@ -245,8 +251,8 @@ async def score_hand(
     """
     start = time.perf_counter()
     image, view = await asyncio.to_thread(_normalised, pixels, region)
-    seen = await asyncio.gather(*(models.classify(turn_view(view, turns)) for turns in range(4)))
-    candidates = orientation_candidates(seen, settings)
+    seen = await models.classify(np.stack([turn_view(view, turns) for turns in range(4)]))
+    candidates = orientation_candidates(list(seen), settings)
     timings.body_part += time.perf_counter() - start
 
     start = time.perf_counter()
@@ -270,8 +276,11 @@ async def score_hand(
     timings.crop += time.perf_counter() - start
 
     start = time.perf_counter()
-    # All ten crops go out at once: the scorer batches them (and crops of other requests) into one pass.
-    outputs = await asyncio.gather(*(models.score(crop) for crop in crops))
+    # All ten crops go out at once, `crops_per_call` to a call: the scorer batches the calls (and those of other
+    # requests) into one pass; one call per joint spreads a film over more scorer replicas (README: "Fan-out").
+    per_call = settings.crops_per_call
+    calls = [crops[first : first + per_call] for first in range(0, len(crops), per_call)]
+    outputs = [output for answer in await asyncio.gather(*map(models.score, calls)) for output in answer]
     timings.score += time.perf_counter() - start
     probabilities, embeddings = zip(*map(split_scorer_output, outputs), strict=True)
     if region is not None:

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     # milliseconds on a busy CPU (at 20 ms, one image's crops were measured splitting 9 + 1 here while a training
     # job held both cores); it costs a lone request nothing.
     batch_wait_timeout_s: float = Field(0.1, ge=0.0, description="Longest wait for a scorer batch to fill")
+    # One call per hand costs less on a small machine (README "Fan-out": measured both ways); one call per joint
+    # spreads a film's crops over many scorer replicas of a cluster.
+    crops_per_call: int = Field(
+        10, ge=1, le=10, description="Joint crops per call to the scorer: 10 = one call per hand, 1 = one per joint"
+    )
     # Access control (deepxray/api/auth.py). `none` suits a laptop, where the proxy listens on 127.0.0.1 only.
     auth_mode: Literal["none", "api_key", "jwt"] = Field(
         "none", description="none: every request is accepted; api_key: keys in api_keys_file; jwt: OAuth 2.0 tokens"
@@ -105,6 +110,14 @@ class Settings(BaseSettings):
         if missing:
             names = ", ".join(f"{name} ({ENV_PREFIX}{name.upper()})" for name in missing)
             raise ValueError(f"auth_mode {self.auth_mode} needs {names}")
+        return self
+
+    @model_validator(mode="after")
+    def _calls_fit_a_batch(self) -> Settings:
+        if self.crops_per_call > self.max_batch_size:  # Serve would refuse every such call
+            raise ValueError(
+                f"crops_per_call ({self.crops_per_call}) must not exceed max_batch_size ({self.max_batch_size})"
+            )
         return self
 
     @classmethod

@@ -47,14 +47,14 @@ class LocalBackend:
         self.models = local_models(self.models_dir, self.threads)
         self._cards = {name: asdict(read_card(self.models_dir / name)) for name in self.models.versions}
 
-    def classify(self, view):
-        return self.models.classify(view)
+    async def classify(self, views):
+        return await self.models.classify(views), self.models.versions["body_part"]
 
-    def detect(self, view):
-        return self.models.detect(view)
+    async def detect(self, view):
+        return await self.models.detect(view), self.models.versions["joint_detection"]
 
-    def score(self, crop):
-        return self.models.score(crop)
+    async def score(self, crops):
+        return await self.models.score(crops), self.models.versions["ratingen_score"]
 
     async def info(self) -> dict[str, dict]:
         if self.models is None:

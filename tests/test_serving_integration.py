@@ -53,6 +53,7 @@ class Served:
     url: str
     trained: bool
     pids: dict[str, int]
+    first_answers: list[httpx.Response] = field(default_factory=list)  # sent at once when /readyz said ready
     statuses: list[int] = field(default_factory=list)
 
     def post(self, data: bytes, path: str = "/score", name: str = "upload", **kwargs) -> httpx.Response:
@@ -70,11 +71,24 @@ def model_pids() -> dict[str, int]:
     }
 
 
+def first_answers(url: str, data: bytes, clients: int = 4) -> list[httpx.Response]:
+    """`clients` uploads sent together, as soon as `/readyz` said ready (`serve_app` waited for it)."""
+
+    async def send():
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            files = {"xray": ("hand.png", data, "image/png")}
+            return await asyncio.gather(*(client.post("/score", files=files) for _ in range(clients)))
+
+    return asyncio.run(send())
+
+
 @pytest.fixture(scope="module")
-def served(serve_app):
-    """The `serve_app` fixture's application with a client, what the cards say, and the model replicas' pids."""
+def served(serve_app, radiographs):
+    """The `serve_app` fixture's application with a client, what the cards say, the model replicas' pids and
+    the answers to the first requests it got."""
+    first = first_answers(serve_app, radiographs.file("left_hand", "png"))
     with httpx.Client(base_url=serve_app, timeout=120) as client:
-        yield Served(client, serve_app, models_trained(), model_pids())
+        yield Served(client, serve_app, models_trained(), model_pids(), first)
 
 
 def extra_ingress(served: Served, name: str, settings: Settings, **options) -> str:
@@ -166,6 +180,27 @@ def test_16_bit_png_hand(served, radiographs):
         for name in JOINT_NAMES:  # where the joints are, within a crop's reach
             centre, truth = answer["joints"][name]["center"], phantom.centers[name]
             assert abs(centre[0] - truth[0]) < 150 and abs(centre[1] - truth[1]) < 150, name
+
+
+def test_the_first_requests_after_ready_are_scored_not_timed_out(served):
+    """Four films sent together the moment `/readyz` said ready: each answered by the models (no version lookup
+    before scoring that could time out while the others are scored)."""
+    for response in served.first_answers:
+        assert_scored(served, response)
+
+
+@pytest.mark.parametrize("fmt, media_type", [("png", "image/png"), ("dicom", "application/dicom")])
+def test_the_film_as_the_body_itself(served, radiographs, fmt, media_type):
+    data = radiographs.file("left_hand", fmt)
+    response = served.client.post("/score", content=data, headers={"content-type": media_type})
+    served.statuses.append(response.status_code)
+    assert_scored(served, response)
+
+
+def test_answers_name_the_models_that_computed_them(served, radiographs):
+    answer = assert_scored(served, served.post(radiographs.file("left_hand", "png")))
+    if answer is not None:
+        assert answer["models"] == {name: read_card(MODELS / name).tag for name in MODEL_NAMES}
 
 
 def test_jpeg_hand(served, radiographs):

@@ -7,6 +7,8 @@ handling, pipeline, stage timeouts, error mapping and request ids as the served 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import itertools
 import logging
 import re
 import time
@@ -91,30 +93,67 @@ class TurnedFilmModels:
         return np.column_stack([self.detector_view.to_view(self.centers), np.full(10, 0.95)]).astype(np.float32)
 
 
-class FakeModels:
-    """The ModelBackend of `deepxray.deployments.ingress` with async fakes in place of deployment handles."""
+class Tagged:
+    """A fake's answer as a model deployment gives it, (output, model tag), awaitable; passes `cancel()` on to
+    the fake's own awaitable (the stage cancels a call that ran out of time)."""
 
-    def __init__(self, body=None, detector=None, scorer=None, ready: bool = True):
+    def __init__(self, answer, tag: str):
+        self.answer, self.tag = answer, tag
+
+    def __await__(self):
+        return self._result().__await__()
+
+    async def _result(self):
+        answer = await self.answer if inspect.isawaitable(self.answer) else self.answer
+        return answer, self.tag
+
+    def cancel(self):
+        getattr(self.answer, "cancel", lambda: None)()
+
+
+class FakeModels:
+    """The ModelBackend of `deepxray.deployments.ingress` with async fakes in place of deployment handles.
+
+    `body`, `detector` and `scorer` take one view or crop; `batch_scorer` (instead of `scorer`) a call's
+    stack of crops. `tags`: each model's version tag, or a callable giving the tag of each call."""
+
+    def __init__(self, body=None, detector=None, scorer=None, ready: bool = True, batch_scorer=None, tags=None):
         self.body = body or (lambda view: probabilities("left_hand"))
         self.detector = detector
         self.scorer = scorer or self._constant_score
+        self.batch_scorer = batch_scorer
         self.ready = ready
+        self.tags = tags or {}
         self.crops_seen = 0
+        self.calls_seen: list[int] = []
+
+    def tag(self, name: str) -> str:
+        tag = self.tags.get(name, f"{name}@test")
+        return tag() if callable(tag) else tag
 
     async def _constant_score(self, crop: np.ndarray) -> np.ndarray:
         return ratingen(1)
 
-    async def classify(self, view: np.ndarray) -> np.ndarray:
-        assert view.shape == (128, 128) and view.dtype == np.float32
-        answer = self.body(view)
-        return await answer if asyncio.iscoroutine(answer) else answer
+    async def _classify(self, views: np.ndarray) -> np.ndarray:
+        assert views.shape[1:] == (128, 128) and views.dtype == np.float32
+        answers = [self.body(view) for view in views]
+        return np.stack([await answer if asyncio.iscoroutine(answer) else answer for answer in answers])
+
+    def classify(self, views: np.ndarray):
+        return Tagged(self._classify(views), self.tag("body_part"))
 
     def detect(self, view: np.ndarray):
-        return self.detector(view)
+        return Tagged(self.detector(view), self.tag("joint_detection"))
 
-    def score(self, crop: np.ndarray):
-        self.crops_seen += 1
-        return self.scorer(crop)
+    async def _score(self, crops: np.ndarray) -> list:
+        self.crops_seen += len(crops)
+        self.calls_seen.append(len(crops))
+        if self.batch_scorer is not None:
+            return await self.batch_scorer(crops)
+        return list(await asyncio.gather(*(self.scorer(crop) for crop in crops)))
+
+    def score(self, crops: np.ndarray):
+        return Tagged(self._score(crops), self.tag("ratingen_score"))
 
     async def info(self) -> dict[str, dict]:
         return {name: {"tag": f"{name}@test", "ready": self.ready} for name in MODEL_NAMES}
@@ -345,10 +384,77 @@ def test_the_ten_crops_are_scored_in_one_batch(left_hand):
 
     batcher = MicroBatcher(run_batch)  # the in-process stand-in for @serve.batch
 
-    service = ScoringService(FakeModels(detector=OracleDetector(data, phantom.centers), scorer=batcher))
+    service = ScoringService(FakeModels(detector=OracleDetector(data, phantom.centers), batch_scorer=batcher))
     answer = asyncio.run(service.score(data, "batching", Timings()))
     assert batches == [(10, 96, 96)]
     assert answer["scores"] == dict.fromkeys(JOINT_NAMES, 2)
+
+
+@pytest.mark.parametrize("crops_per_call, calls", [(10, [10]), (5, [5, 5]), (1, [1] * 10)])
+def test_crops_per_call_sets_how_many_calls_a_hand_costs_and_changes_no_score(left_hand, crops_per_call, calls):
+    data, phantom = left_hand
+
+    async def graded(crop: np.ndarray) -> np.ndarray:  # a grade from the crop itself: any mix-up would show
+        return ratingen(int(crop.mean() * 100) % 6)
+
+    models = FakeModels(detector=OracleDetector(data, phantom.centers), scorer=graded)
+    answer = asyncio.run(ScoringService(models, Settings(crops_per_call=crops_per_call)).score(data, "x", Timings()))
+    assert models.calls_seen == calls
+    reference = FakeModels(detector=OracleDetector(data, phantom.centers), scorer=graded)
+    assert answer == asyncio.run(ScoringService(reference, Settings(crops_per_call=1)).score(data, "x", Timings()))
+
+
+def test_crops_per_call_larger_than_a_batch_is_refused_when_the_settings_are_read():
+    with pytest.raises(ValueError, match="crops_per_call"):
+        Settings(crops_per_call=10, max_batch_size=4)
+
+
+def test_the_answer_names_the_model_versions_that_computed_it(left_hand):
+    data, phantom = left_hand
+    tags = {"ratingen_score": "ratingen_score@2.0.0"}
+    models = FakeModels(detector=OracleDetector(data, phantom.centers), tags=tags)
+    answer = post(client_for(models), data).json()
+    assert answer["models"] == {
+        "body_part": "body_part@test",
+        "joint_detection": "joint_detection@test",
+        "ratingen_score": "ratingen_score@2.0.0",
+    }
+
+
+def test_a_film_whose_calls_met_two_versions_is_scored_again_and_answered_by_one(left_hand):
+    data, phantom = left_hand
+    tags = iter(["ratingen_score@1.0.0", "ratingen_score@2.0.0"] + ["ratingen_score@2.0.0"] * 10)
+    models = FakeModels(detector=OracleDetector(data, phantom.centers), tags={"ratingen_score": lambda: next(tags)})
+    response = post(client_for(models, crops_per_call=5), data)  # two calls: the first film meets both versions
+    assert response.status_code == 200, response.text
+    assert response.json()["models"]["ratingen_score"] == "ratingen_score@2.0.0"
+    assert models.calls_seen == [5, 5, 5, 5]  # scored twice
+
+
+def test_a_film_that_meets_two_versions_twice_is_a_503_to_retry_never_a_mixed_answer(left_hand):
+    data, phantom = left_hand
+    tags = itertools.cycle(["ratingen_score@1.0.0", "ratingen_score@2.0.0"])
+    models = FakeModels(detector=OracleDetector(data, phantom.centers), tags={"ratingen_score": lambda: next(tags)})
+    response = post(client_for(models, crops_per_call=5, retry_after_s=2), data)
+    body = assert_error(response, 503, "models_updating")
+    assert response.headers["retry-after"] == "2"
+    assert "ratingen_score@1.0.0 and ratingen_score@2.0.0" in body["detail"]
+
+
+def test_scoring_asks_no_model_for_its_version_first(left_hand):
+    """The first request after start never waits on a version lookup (which could time out while the models
+    are busy): a backend whose status calls never answer still scores."""
+    data, phantom = left_hand
+    models = FakeModels(detector=OracleDetector(data, phantom.centers))
+
+    async def never():
+        await asyncio.sleep(30)
+
+    models.info = never
+    start = time.perf_counter()
+    response = post(client_for(models), data)
+    assert response.status_code == 200, response.text
+    assert time.perf_counter() - start < 5
 
 
 # ------------------------------------------------------------------------------------------- error statuses
@@ -409,13 +515,43 @@ def test_chunked_upload_over_the_limit_is_413(left_hand):
     [
         {"files": {"image": ("hand.png", b"\x89PNG....", "image/png")}},  # the wrong field name
         {"data": {"xray": "not a file"}},  # a form field, not a file
-        {"content": b"\x89PNG....", "headers": {"content-type": "image/png"}},  # the bare file, not multipart
+        {"content": b"\x89PNG....", "headers": {"content-type": "text/plain"}},  # a body of no type we take
         {},  # nothing at all
     ],
 )
 def test_missing_upload_field_is_400_in_our_shape(request_kwargs):
     body = assert_error(client_for(FakeModels()).post("/score", **request_kwargs), 400, "missing_file")
     assert "xray" in body["detail"]
+
+
+@pytest.mark.parametrize("media_type", ["image/png", "image/jpeg", "application/dicom", "application/octet-stream"])
+def test_the_film_as_the_body_itself_gets_the_same_answer_as_multipart(left_hand, media_type):
+    data, phantom = left_hand
+    client = client_for(FakeModels(detector=OracleDetector(data, phantom.centers)))
+    multipart = post(client, data, headers={"x-request-id": "same"})
+    raw = client.post("/score", content=data, headers={"content-type": media_type, "x-request-id": "same"})
+    assert raw.status_code == 200, raw.text
+    assert raw.json() == multipart.json()
+
+
+def test_a_raw_body_keeps_the_error_table(bad_files):
+    client = client_for(FakeModels(), max_upload_bytes=100_000)
+
+    def raw(body, media_type="image/png", **headers):
+        return client.post("/score", content=body, headers={"content-type": media_type, **headers})
+
+    assert_error(raw(b""), 400, "empty_file")
+    assert_error(raw(bad_files["truncated_png"]), 400, "undecodable")
+    assert_error(raw(bad_files["text"], "application/octet-stream"), 415, "unsupported_format")
+    assert_error(raw(b"\0" * 100_001), 413, "too_large")  # declared length over the limit
+
+    def chunks():  # no length declared: refused as soon as the body passes the limit
+        for _ in range(20):
+            yield b"\0" * 65536
+
+    response = client.post("/score", content=chunks(), headers={"content-type": "application/octet-stream"})
+    assert "content-length" not in response.request.headers
+    assert_error(response, 413, "too_large")
 
 
 def test_malformed_multipart_is_400():

@@ -47,8 +47,10 @@ class ApiError(Exception):
 
 class MissingUploadError(ApiError, status=400, code="missing_file"):
     default_detail = (
-        f"Send the radiograph as multipart/form-data in the field '{UPLOAD_FIELD}', "
-        f'e.g. curl -F "{UPLOAD_FIELD}=@hand.png" http://127.0.0.1:8000/score.'
+        f"Send the radiograph as multipart/form-data in the field '{UPLOAD_FIELD}' "
+        f'(curl -F "{UPLOAD_FIELD}=@hand.png" http://127.0.0.1:8000/score) or as the body itself with '
+        "Content-Type image/png, image/jpeg, application/dicom or application/octet-stream "
+        "(curl --data-binary @hand.png -H 'Content-Type: image/png' http://127.0.0.1:8000/score)."
     )
 
 
@@ -65,6 +67,13 @@ class OverloadedError(ApiError, status=503, code="overloaded"):
 
     def __init__(self, detail: str, retry_after_s: float):
         super().__init__(detail, {"Retry-After": str(retry_seconds(retry_after_s, least=0))})
+
+
+class ModelsUpdatingError(ApiError, status=503, code="models_updating"):
+    """A film's model calls were answered by two versions of one model (a rollout was under way), twice."""
+
+    def __init__(self, detail: str, retry_after_s: float):
+        super().__init__(detail, {"Retry-After": str(retry_seconds(retry_after_s))})
 
 
 class NotReadyError(ApiError, status=503, code="not_ready"):

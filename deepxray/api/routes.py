@@ -1,6 +1,6 @@
 """The HTTP API: `create_app(service)` builds the FastAPI app over a `ScoringService`.
 
-Routes: `POST /score` (the radiograph in the multipart field `xray`; scope `score`), `GET /healthz`, `GET /readyz`,
+Routes: `POST /score` (the radiograph in the multipart field `xray` or as the body itself; scope `score`), `GET /healthz`, `GET /readyz`,
 `GET /v1/models` (the model cards; scope `read`), and the OpenAPI docs at `/docs` and `/redoc`, whose Swagger UI and ReDoc
 assets the service serves itself (`fastapi-offline`), so the page works without any outside address.
 
@@ -9,7 +9,8 @@ statuses: 400 (empty, undecodable or truncated file, or no `xray` field), 401 an
 not the scope the route needs, when access control is on: `deepxray.api.auth`, checked before the upload is
 read), 413 (upload over the limit, or too many
 pixels), 415 (not a format we read), 422 (not a hand, joints not found), 503 with `Retry-After` (this replica
-already scores `max_scoring` images with `max_waiting` more waiting, or a model deployment's queue is full), 504
+already scores `max_scoring` images with `max_waiting` more waiting, a model deployment's queue is full, or a
+film met two versions of a model during a rollout, twice: `models_updating`), 504
 (a model stage did not answer within `stage_timeout_s`). Each is an `ApiError` raised where it is found and
 rendered by the one exception handler below; anything unforeseen is a 500 in the same shape (see
 `deepxray.api.middleware`). Logs hold the id, status, sizes and timings only: never the upload or its name.
@@ -35,7 +36,7 @@ from deepxray.api.errors import UPLOAD_FIELD, ApiError, MalformedRequestError
 from deepxray.api.middleware import RequestIdMiddleware, error_response, request_id_of
 from deepxray.api.schemas import ErrorAnswer, HealthAnswer, ModelCardsAnswer, ReadyAnswer, ScoreAnswer
 from deepxray.api.service import ScoringService
-from deepxray.api.upload import read_upload
+from deepxray.api.upload import RAW_MEDIA_TYPES, read_upload
 from deepxray.imaging import SUPPORTED_FORMATS
 from deepxray.logs import get_logger
 from deepxray.pipeline import FilmCapture, Timings
@@ -60,6 +61,10 @@ _UPLOAD_BODY = {
                     },
                 }
             }
+        }
+        | {
+            media_type: {"schema": {"type": "string", "format": "binary", "description": "The radiograph itself."}}
+            for media_type in RAW_MEDIA_TYPES
         },
     }
 }
@@ -73,7 +78,7 @@ _ERRORS = {
     413: "Upload over the size limit, or more pixels than the pixel limit (decompression bomb).",
     415: "Not an image format the service reads (the detail lists those it does).",
     422: "Not a hand (the detail names what the body-part model saw), or the joints were not found.",
-    503: "Overloaded (a queue is full): retry after `Retry-After` seconds.",
+    503: "Overloaded (a queue is full), or the models being updated (`models_updating`): retry after `Retry-After` seconds.",
     504: "A model stage did not answer in time.",
 }
 _HTTP_ERRORS = {
@@ -140,7 +145,8 @@ def create_app(
             bool, Query(description="Add `overlay`: a PNG of the film with the joints' boxes and scores (base64)")
         ] = False,
     ) -> Any:
-        """Upload a hand radiograph (PNG 8/16-bit, JPEG, TIFF, DICOM) in the multipart field `xray`; get the
+        """Upload a hand radiograph (PNG 8/16-bit, JPEG, TIFF, DICOM) in the multipart field `xray`, or as the body
+        itself (Content-Type image/png, image/jpeg, application/dicom or application/octet-stream); get the
         Ratingen score of each of the ten joints, the body part, laterality, joint positions and model versions.
         When the service keeps cases, the answer names its `case_id`.
         """

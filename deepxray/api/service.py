@@ -19,6 +19,7 @@ import numpy as np
 
 from deepxray.api.errors import (
     ApiError,
+    ModelsUpdatingError,
     NotReadyError,
     OverloadedError,
     StageTimeoutError,
@@ -36,13 +37,14 @@ STATUS_TIMEOUT_S = 5.0
 
 class ModelBackend(Protocol):
     """The three models as the ingress sees them. Each call returns an awaitable (a DeploymentResponse for Ray
-    handles, a coroutine for fakes); `cancel()` on it, where it exists, is called when the stage times out."""
+    handles, a coroutine for fakes) of (output, the `name@version` tag of the model that computed it);
+    `cancel()` on it, where it exists, is called when the stage times out."""
 
-    def classify(self, view: np.ndarray) -> Awaitable[np.ndarray]: ...
+    def classify(self, views: np.ndarray) -> Awaitable[tuple[np.ndarray, str]]: ...  # (n, view) -> (n, classes)
 
-    def detect(self, view: np.ndarray) -> Awaitable[np.ndarray]: ...
+    def detect(self, view: np.ndarray) -> Awaitable[tuple[np.ndarray, str]]: ...
 
-    def score(self, crop: np.ndarray) -> Awaitable[np.ndarray]: ...
+    def score(self, crops: np.ndarray) -> Awaitable[tuple[list, str]]: ...  # (n, crop) -> each crop's output
 
     async def info(self) -> dict[str, dict]: ...
 
@@ -85,6 +87,28 @@ class AdmissionGate:
             self._slots.release()
 
 
+class VersionsSeen:
+    """The model tags that came back with one film's outputs: the answer's `models` (`Models.versions` is this
+    object's `versions`, filled as the calls return) and whether a model answered in two versions."""
+
+    def __init__(self):
+        self.versions: dict[str, str] = {}
+        self._tags: dict[str, set[str]] = {}
+
+    def record(self, model: str, tag: str) -> None:
+        self.versions[model] = tag
+        self._tags.setdefault(model, set()).add(tag)
+
+    def mixed(self) -> dict[str, list[str]]:
+        """The models that answered this film in more than one version, with those versions."""
+        return {model: sorted(tags) for model, tags in self._tags.items() if len(tags) > 1}
+
+
+# Times a film is scored again when its calls met two versions of a model: a rollout replaces a deployment's
+# replicas within seconds, so the second pass nearly always meets one version only.
+MIXED_VERSION_RETRIES = 1
+
+
 class ScoringService:
     """Model stages with timeouts, scoring, readiness and model cards over a `ModelBackend`."""
 
@@ -92,7 +116,6 @@ class ScoringService:
         self.backend = backend
         self.settings = settings if settings is not None else Settings()
         self.gate = AdmissionGate(self.settings.max_scoring, self.settings.max_waiting, self.settings.retry_after_s)
-        self._versions: dict[str, str] | None = None
 
     async def within(self, start: Callable[[], Awaitable], timeout: float, late: str, stage: str | None = None):
         """The result of the call `start()` begins, or an `ApiError`: 504 with the sentence `late` after
@@ -113,13 +136,16 @@ class ScoringService:
                 raise
             raise translated from None
 
-    def stage(self, name: str, call: Callable[[np.ndarray], Awaitable[np.ndarray]]):
-        """`call` as the pipeline's async model: answers within `stage_timeout_s` or raises an ApiError."""
+    def stage(self, name: str, model: str, call: Callable[[np.ndarray], Awaitable], seen: VersionsSeen):
+        """`call` as the pipeline's async model: its output within `stage_timeout_s` (or an ApiError), the tag
+        that came with it recorded in `seen`."""
         timeout = self.settings.stage_timeout_s
         late = f"The {name} model did not answer within {timeout:g} s; the service may be overloaded. Try again later."
 
-        async def run(array: np.ndarray) -> np.ndarray:
-            return await self.within(lambda: call(array), timeout, late, name)
+        async def run(array: np.ndarray):
+            output, tag = await self.within(lambda: call(array), timeout, late, name)
+            seen.record(model, tag)
+            return output
 
         return run
 
@@ -127,30 +153,37 @@ class ScoringService:
         late = f"The models did not report their {what} within {STATUS_TIMEOUT_S:g} s."
         return await self.within(call, STATUS_TIMEOUT_S, late)
 
-    async def versions(self) -> dict[str, str]:
-        """`name@version` of each model, asked once (a model change redeploys the ingress too)."""
-        if self._versions is None:
-            self._remember_versions(await self._ask(self.backend.info, "model versions"))
-        return self._versions
-
-    def _remember_versions(self, info: dict[str, dict]) -> None:
-        self._versions = {name: info[name]["tag"] for name in MODEL_NAMES}
-
-    def models(self, versions: dict[str, str]) -> Models:
+    def models(self, seen: VersionsSeen) -> Models:
+        """The pipeline's models for one film; the versions of the answer are those that answered its calls."""
         return Models(
-            classify=self.stage("body-part", self.backend.classify),
-            detect=self.stage("joint-detection", self.backend.detect),
-            score=self.stage("Ratingen score", self.backend.score),
-            versions=versions,
+            classify=self.stage("body-part", "body_part", self.backend.classify, seen),
+            detect=self.stage("joint-detection", "joint_detection", self.backend.detect, seen),
+            score=self.stage("Ratingen score", "ratingen_score", self.backend.score, seen),
+            versions=seen.versions,
         )
 
     async def score(
         self, data: bytes, request_id: str, timings: Timings, capture: FilmCapture | None = None
     ) -> dict[str, Any]:
         """The `/score` answer for an uploaded file (raises an ApiError for anything but a scored hand); `capture`
-        receives the decoded film and the joints' embeddings."""
-        models = self.models(await self.versions())
-        return await score_radiograph(data, models, self.settings, request_id, timings, capture)
+        receives the decoded film and the joints' embeddings.
+
+        No model version is looked up: each model's output carries the tag of the replica that computed it, so
+        an answer names the models that made it, before, during and after a rollout. A film whose calls met two
+        versions of a model (replicas being replaced) is scored again, and refused with 503 `models_updating`
+        if that happens again, rather than answered with scores of two models.
+        """
+        for _ in range(1 + MIXED_VERSION_RETRIES):
+            seen = VersionsSeen()
+            answer = await score_radiograph(data, self.models(seen), self.settings, request_id, timings, capture)
+            mixed = seen.mixed()
+            if not mixed:
+                return answer
+        versions = "; ".join(f"{model}: {' and '.join(tags)}" for model, tags in mixed.items())
+        raise ModelsUpdatingError(
+            f"The models are being updated ({versions} answered the same film); retry shortly.",
+            self.settings.retry_after_s,
+        )
 
     async def readiness(self) -> dict[str, dict]:
         """Each model's info; raises NotReadyError unless every one is loaded and warm."""
@@ -161,7 +194,6 @@ class ScoringService:
         not_ready = [name for name in MODEL_NAMES if not info.get(name, {}).get("ready")]
         if not_ready:
             raise NotReadyError(f"Not ready yet: {', '.join(not_ready)}.")
-        self._remember_versions(info)
         return info
 
     async def cards(self) -> dict[str, dict]:

@@ -1,4 +1,5 @@
-"""Reading the radiograph of a request: the multipart field `xray`, never more bytes than the limit allows."""
+"""Reading the radiograph of a request: the body itself (image/png, image/jpeg, application/dicom,
+application/octet-stream) or the multipart field `xray`, never more bytes than the limit allows."""
 
 from __future__ import annotations
 
@@ -20,16 +21,24 @@ class _InMemoryMultiPartParser(MultiPartParser):
         self.spool_max_size = spool_max_size
 
 
+# Media types `POST /score` takes as the whole request body (beside multipart): the client skips multipart
+# encoding and the ingress skips its parsing. The type is only where to look: the bytes decide the format.
+RAW_MEDIA_TYPES = ("image/png", "image/jpeg", "application/dicom", "application/octet-stream")
+
+
 async def read_upload(request: Request, max_bytes: int) -> bytes:
-    """The bytes of the `xray` file, reading no more than the limit allows.
+    """The radiograph's bytes: the whole body for a raw upload (`RAW_MEDIA_TYPES`), else the multipart field
+    `xray`; never more bytes than the limit allows.
 
     A declared Content-Length over the limit is refused before the body is read; a body that grows past it
     (chunked uploads) is refused as soon as it does.
     """
-    content_type = request.headers.get("content-type", "")
-    if not content_type.lower().startswith("multipart/form-data"):
+    content_type = request.headers.get("content-type", "").lower()
+    media_type = content_type.split(";", 1)[0].strip()
+    raw = media_type in RAW_MEDIA_TYPES
+    if not raw and media_type != "multipart/form-data":
         raise MissingUploadError()
-    body_cap = max_bytes + MULTIPART_OVERHEAD
+    body_cap = max_bytes if raw else max_bytes + MULTIPART_OVERHEAD
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > body_cap:
         raise too_large(int(declared), max_bytes)
@@ -42,6 +51,8 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
                 raise too_large(None, max_bytes)
             yield chunk
 
+    if raw:
+        return await _read_raw(capped_body())
     try:
         form = await _InMemoryMultiPartParser(request.headers, capped_body(), spool_max_size=body_cap).parse()
     except MultiPartException as exc:
@@ -58,6 +69,17 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise too_large(len(data), max_bytes)
     return data
+
+
+async def _read_raw(chunks) -> bytes:
+    """A raw upload's body, whole (an empty one is the decoder's `empty_file`, as an empty multipart file is)."""
+    parts = []
+    try:
+        async for chunk in chunks:
+            parts.append(chunk)
+    except ClientDisconnect:
+        raise MalformedRequestError("The upload ended before it was complete.") from None
+    return b"".join(parts)
 
 
 def too_large(size: int | None, max_bytes: int) -> UploadTooLargeError:

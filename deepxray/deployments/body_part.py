@@ -13,6 +13,7 @@ class BodyPart(ModelServer):
 
     model_name = "body_part"
 
-    async def classify(self, view: np.ndarray) -> np.ndarray:
-        """(128, 128) view -> probabilities over `deepxray.labels.BODY_PARTS`."""
-        return await self.predict_one(view)
+    async def classify(self, views: np.ndarray) -> tuple[np.ndarray, str]:
+        """(n, 128, 128) views (a film's four turns) -> (probabilities over `deepxray.labels.BODY_PARTS` for
+        each, this replica's model tag)."""
+        return await self.predict(views), self.model.tag

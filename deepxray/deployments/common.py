@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,7 +28,18 @@ WIRE_DTYPE = np.float16
 # line per request carries the request id, status and each stage's time; errors are still logged.
 MODEL_LOGGING_CONFIG = {"enable_access_log": False}
 # Serve asks every replica's `check_health` this often, and replaces one that fails or does not answer in time.
-HEALTH_CHECK = {"health_check_period_s": 10, "health_check_timeout_s": 30}
+# A replica being stopped (`serve shutdown`, a redeploy, scaling down) takes no new requests and gets up to
+# graceful_shutdown_timeout_s for those in flight: at least one film's longest path (three stages of
+# stage_timeout_s each would be 30 s; a film takes well under a second here). docs/reliability.md: measured.
+REPLICA_LIFECYCLE = {
+    "health_check_period_s": 10,
+    "health_check_timeout_s": 30,
+    "graceful_shutdown_wait_loop_s": 1,
+    "graceful_shutdown_timeout_s": 30,
+}
+# Fault injection (`ModelServer.debug_hang`, used by `python -m loadtests.faults replica-hang`) is refused unless
+# this variable is "1" in the replica's environment (a profile's `ray_actor_options.runtime_env.env_vars`).
+DEBUG_HOOKS_VARIABLE = "DEEPXRAY_DEBUG_HOOKS"
 
 
 def model_deployment(name: str, num_cpus: float, max_ongoing_requests: int, max_queued_requests: int):
@@ -42,7 +54,7 @@ def model_deployment(name: str, num_cpus: float, max_ongoing_requests: int, max_
         max_ongoing_requests=max_ongoing_requests,
         max_queued_requests=max_queued_requests,
         logging_config=MODEL_LOGGING_CONFIG,
-        **HEALTH_CHECK,
+        **REPLICA_LIFECYCLE,
     )
 
 
@@ -90,6 +102,8 @@ class ModelServer:
     model_name: str = ""
     # A layer whose input is the model's embedding (see `deepxray.models.runtime.LoadedModel`), or None.
     embedding_of: str | None = None
+    # Until when (time.monotonic()) predictions and health checks hang: `debug_hang`, a fault-injection hook.
+    hang_until: float = 0.0
 
     def __init__(self, model_dir: str | None = None, threads: int | None = None):
         from deepxray.models.runtime import LoadedModel, configure_threads
@@ -113,15 +127,18 @@ class ModelServer:
     async def predict(self, batch: np.ndarray) -> np.ndarray:
         """(n, S, S) inputs (any float dtype) -> the model's (n, ...) float32 outputs, computed in a thread."""
         self.predictions += 1
+        await self._debug_pause()
         return await asyncio.to_thread(self.model.predict, from_wire(batch))
 
     async def predict_with_embedding(self, batch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """(n, S, S) inputs -> (output, embedding) for each, from one forward pass computed in a thread."""
         self.predictions += 1
+        await self._debug_pause()
         return await asyncio.to_thread(self.model.predict_with_embedding, from_wire(batch))
 
     async def check_health(self) -> None:
         """Raises when the model no longer gives finite output on a blank input; Ray then replaces the replica."""
+        await self._debug_pause()
         await asyncio.to_thread(self.model.warm_up)
 
     def card(self) -> dict:
@@ -138,3 +155,19 @@ class ModelServer:
             "pid": os.getpid(),
             "predictions": self.predictions,
         }
+
+    async def debug_hang(self, seconds: float) -> dict:
+        """Fault injection: this replica's predictions and health checks wait `seconds` before they run, as a
+        replica that stopped answering would (`python -m loadtests.faults replica-hang`). Refused (PermissionError)
+        unless DEEPXRAY_DEBUG_HOOKS=1 is in the replica's environment; 0 ends a hang. Returns the replica's pid."""
+        if os.environ.get(DEBUG_HOOKS_VARIABLE) != "1":
+            raise PermissionError(f"debug hooks are off in this replica: {DEBUG_HOOKS_VARIABLE}=1 is not set")
+        self.hang_until = time.monotonic() + max(0.0, float(seconds))
+        get_logger().warning("debug hook: predictions and health checks hang for %g s pid=%d", seconds, os.getpid())
+        return {"name": self.model_name, "pid": os.getpid(), "hang_s": float(seconds)}
+
+    async def _debug_pause(self) -> None:
+        """Waits out a hang set by `debug_hang` (nothing otherwise)."""
+        remaining = self.hang_until - time.monotonic()
+        if remaining > 0:
+            await asyncio.sleep(remaining)

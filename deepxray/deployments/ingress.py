@@ -1,9 +1,9 @@
 """Ingress: the HTTP API (`deepxray.api`) as a Ray Serve deployment, over the three model deployments' handles.
 
 `POST /score` runs `deepxray.pipeline.score_radiograph` with models that call the handles: the body-part view
-and the detector view go to `BodyPart.classify` and `JointDetection.detect`, the ten joint crops (cut here from
-the full-resolution image, so the image itself never leaves this process) go to `RatingenScore.score` all at
-once, where `@serve.batch` runs them as one forward pass. Everything about HTTP lives in `deepxray.api`; this
+(its four turns in one call) and the detector view go to `BodyPart.classify` and `JointDetection.detect`, the
+ten joint crops (cut here from the full-resolution image, so the image itself never leaves this process) go to
+`RatingenScore.score` all at once, `crops_per_call` to a call, where `@serve.batch` runs them as one forward pass. Everything about HTTP lives in `deepxray.api`; this
 file only wires the handles in.
 """
 
@@ -17,26 +17,26 @@ from ray import serve
 
 from deepxray.api.routes import create_app
 from deepxray.api.service import ScoringService
-from deepxray.deployments.common import HEALTH_CHECK, to_wire
+from deepxray.deployments.common import REPLICA_LIFECYCLE, to_wire
 from deepxray.logs import keep_patient_data_out_of_logs
 from deepxray.settings import Settings
 
 
 class HandleBackend:
     """The model deployments through their DeploymentHandles (`deepxray.api.service.ModelBackend`); arrays
-    travel as float16 (see `to_wire`)."""
+    travel as float16 (see `to_wire`), each answer with the tag of the replica's model."""
 
     def __init__(self, body_part, joint_detection, ratingen_score):
         self.handles = {"body_part": body_part, "joint_detection": joint_detection, "ratingen_score": ratingen_score}
 
-    def classify(self, view: np.ndarray):
-        return self.handles["body_part"].classify.remote(to_wire(view))
+    def classify(self, views: np.ndarray):
+        return self.handles["body_part"].classify.remote(to_wire(views))
 
     def detect(self, view: np.ndarray):
         return self.handles["joint_detection"].detect.remote(to_wire(view))
 
-    def score(self, crop: np.ndarray):
-        return self.handles["ratingen_score"].score.remote(to_wire(crop))
+    def score(self, crops: np.ndarray):
+        return self.handles["ratingen_score"].score.remote(to_wire(crops))
 
     async def info(self) -> dict[str, dict]:
         return await self._ask_each("info")
@@ -59,7 +59,7 @@ class HandleBackend:
     max_ongoing_requests=16,
     max_queued_requests=8,
     backpressure_config={"retry_after_s": 1},
-    **HEALTH_CHECK,
+    **REPLICA_LIFECYCLE,
 )
 @serve.ingress()
 class Ingress:

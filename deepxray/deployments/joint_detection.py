@@ -13,6 +13,7 @@ class JointDetection(ModelServer):
 
     model_name = "joint_detection"
 
-    async def detect(self, view: np.ndarray) -> np.ndarray:
-        """(256, 256) view -> (10, 3): x, y in view pixels and a confidence in [0, 1], in `JOINT_NAMES` order."""
-        return await self.predict_one(view)
+    async def detect(self, view: np.ndarray) -> tuple[np.ndarray, str]:
+        """(256, 256) view -> ((10, 3): x, y in view pixels and a confidence in [0, 1], in `JOINT_NAMES` order;
+        this replica's model tag)."""
+        return await self.predict_one(view), self.model.tag

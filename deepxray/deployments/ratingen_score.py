@@ -58,13 +58,22 @@ class RatingenScore(ModelServer):
                 raise ValueError(f"batch_wait_timeout_s must not be negative, got {wait}")
             self.score.set_batch_wait_timeout_s(wait)
 
-    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S)
-    async def score(self, crops: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        """Called with one (96, 96) crop; Serve hands the method every crop pending -> for each, its 6
-        probabilities and the crop's embedding (float16 on the wire: it only ranks similar joints)."""
+    # A batch is counted in crops, not calls (`batch_size_fn`), so max_batch_size means the same whether a call
+    # carries one joint's crop or a hand's ten (`crops_per_call`).
+    @serve.batch(
+        max_batch_size=DEFAULT_MAX_BATCH_SIZE,
+        batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S,
+        batch_size_fn=lambda calls: sum(len(crops) for crops in calls),
+    )
+    async def score(self, calls: list[np.ndarray]) -> list[tuple[list[tuple[np.ndarray, np.ndarray | None]], str]]:
+        """Called with (n, 96, 96) crops; Serve hands the method every call pending, run as one forward pass ->
+        for each call, each crop's 6 probabilities and embedding (float16 on the wire: it only ranks similar
+        joints), and this replica's model tag."""
+        crops = np.concatenate(calls)
         self.recent_batch_sizes.append(len(crops))
-        scored = await self.predict_with_embedding(np.stack(crops))
-        return [(p, None if e is None else e.astype(np.float16)) for p, e in scored]
+        scored = [(p, None if e is None else e.astype(np.float16)) for p, e in await self.predict_with_embedding(crops)]
+        ends = np.cumsum([len(call) for call in calls])
+        return [(scored[end - len(call) : end], self.model.tag) for call, end in zip(calls, ends, strict=True)]
 
     def batch_sizes(self) -> list[int]:
         """Sizes of the most recent forward passes, oldest first (for tests and tuning)."""

@@ -6,7 +6,7 @@ TensorFlow is imported here and only here on the serving path, when a model is l
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -100,43 +100,45 @@ class LoadedModel:
 
 
 class MicroBatcher:
-    """Gathers items submitted together (e.g. the ten crops of one image) into one batched call.
+    """Gathers calls made together (e.g. the crops of the two hands of a film) into one batched call.
 
-    The in-process stand-in for Ray Serve's `@serve.batch`: calls made in the same event-loop turn are run as
-    one batch, in a worker thread.
+    The in-process stand-in for Ray Serve's `@serve.batch`: calls made in the same event-loop turn, each with a
+    stack of inputs, are run as one batch in a worker thread, and each gets the outputs of its own inputs.
     """
 
-    def __init__(self, run_batch: Callable[[np.ndarray], np.ndarray], max_batch: int = 64):
+    def __init__(self, run_batch: Callable[[np.ndarray], Sequence], max_batch: int = 64):
         self.run_batch = run_batch
         self.max_batch = max_batch
         self._pending: list[tuple[np.ndarray, asyncio.Future]] = []
 
-    async def __call__(self, item: np.ndarray) -> np.ndarray:
+    async def __call__(self, items: np.ndarray) -> list:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._pending.append((item, future))
+        self._pending.append((items, future))
         if len(self._pending) == 1:
             loop.call_soon(self._flush)
-        elif len(self._pending) >= self.max_batch:
+        elif sum(len(stack) for stack, _ in self._pending) >= self.max_batch:
             self._flush()
         return await future
 
     def _flush(self) -> None:
-        items, self._pending = self._pending, []
-        if items:
-            asyncio.ensure_future(self._run(items))
+        calls, self._pending = self._pending, []
+        if calls:
+            asyncio.ensure_future(self._run(calls))
 
-    async def _run(self, items) -> None:
+    async def _run(self, calls) -> None:
         try:
-            results = await asyncio.to_thread(self.run_batch, np.stack([item for item, _ in items]))
+            results = await asyncio.to_thread(self.run_batch, np.concatenate([items for items, _ in calls]))
         except Exception as exc:  # every waiting caller learns of the failure
-            for _, future in items:
+            for _, future in calls:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, future), result in zip(items, results, strict=True):
+        start = 0
+        for items, future in calls:
             if not future.done():
-                future.set_result(result)
+                future.set_result(list(results[start : start + len(items)]))
+            start += len(items)
 
 
 def local_models(models_dir: Path, threads: int | None = None):
@@ -153,8 +155,8 @@ def local_models(models_dir: Path, threads: int | None = None):
     for model in (body, detector, scorer):
         model.warm_up()
 
-    async def classify(view: np.ndarray) -> np.ndarray:
-        return (await asyncio.to_thread(body.predict, view[None]))[0]
+    async def classify(views: np.ndarray) -> np.ndarray:
+        return await asyncio.to_thread(body.predict, views)
 
     async def detect(view: np.ndarray) -> np.ndarray:
         return (await asyncio.to_thread(detector.predict, view[None]))[0]
