@@ -1,4 +1,5 @@
-"""The `deepxray` command: phantoms, training, evaluation, registry scoring, API keys and the case store."""
+"""The `deepxray` command: phantoms, training, evaluation, registry scoring, API keys, the case store and model
+export."""
 
 from __future__ import annotations
 
@@ -178,6 +179,13 @@ def _cases_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from deepxray.models.export import export_model_set
+
+    export_model_set(args.models, args.out, format=args.format)
+    return 0
+
+
 def _training_target(value: str) -> str:
     """A model name; the older spellings (body-part, joints, scorer) name the same models."""
     from deepxray.models.registry import ALIASES
@@ -317,6 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("--yes", action="store_true", help="confirm --all")
     delete.add_argument("--database-url", default=None, help=store_help)
     delete.set_defaults(func=_cases_delete)
+
+    exporter = commands.add_parser("export", help="write a model set for other runtimes (TensorFlow SavedModel)")
+    exporter.add_argument("--models", type=Path, required=True, help="the model folder to export")
+    exporter.add_argument(
+        "--format", default="savedmodel", help="savedmodel (default): OUT/<model>/1/ with a serving_default signature"
+    )
+    exporter.add_argument("--out", type=Path, required=True, help="a new or empty folder for the exported models")
+    exporter.set_defaults(func=_export)
     return parser
 
 
