@@ -5,12 +5,16 @@ both hands (2560 x 3584, each hand scored on its own):
 
 - in-process: `local_models` + `deepxray.pipeline.score_radiograph` on the file's bytes (decode included), the
   TensorFlow threads set to all cores, after warm-up;
-- served: `POST /score` over HTTP, one request at a time, against `--url`, or against the application this
-  script starts itself (Ray with `--cpus` CPUs, the one-machine profile and `args` of serve_config.yaml) on a
-  free port, or on `--port`, which it refuses when another service holds it (its figures would be that one's).
+- served: `POST /score` over HTTP, one request at a time, the file as multipart and as the body itself, against
+  `--url`, or against the application this script starts itself (Ray with `--cpus` CPUs, the one-machine profile
+  and `args` of serve_config.yaml) on a free port, or on `--port`, which it refuses when another service holds it
+  (its figures would be that one's). The proxy is whatever the environment selects for the Ray started here:
+  `RAY_SERVE_ENABLE_HA_PROXY=1` for HAProxy, `RAY_SERVE_THROUGHPUT_OPTIMIZED=1` for Serve's throughput-optimised
+  mode; the table's heading names them.
 
-Prints p50 and p95 side by side with the served/in-process ratio of the medians. Then the latency that access
-control adds per request (`deepxray.api.auth`, with signing keys, a JWKS, tokens and an API key made here in a
+Prints p50 and p95 side by side with the served/in-process ratio of the medians. With `--fanout-runs N`, N pairs
+of requests to two more ingresses on the same model replicas, alike but for `crops_per_call` (1: a call per
+joint; 10: a call per hand), alternating. Then the latency that access control adds per request (`deepxray.api.auth`, with signing keys, a JWKS, tokens and an API key made here in a
 temporary folder):
 
 - in-process: the median of `Access.principal` over `--auth-calls` requests for an RS256 and an ES256 access
@@ -35,6 +39,8 @@ models alone. Figures measured here are in docs/benchmarks.md ("Serving latency"
     python -m benchmarks.serve_latency --runs 30 --soak 1000
     python -m benchmarks.serve_latency --runs 30 --auth-runs 0     # token validation in-process only
     python -m benchmarks.serve_latency --runs 30 --auth-runs 0 --store-runs 40   # what keeping cases adds
+    python -m benchmarks.serve_latency --runs 30 --auth-runs 0 --fanout-runs 30  # crops_per_call 1 against 10
+    RAY_SERVE_ENABLE_HA_PROXY=1 python -m benchmarks.serve_latency --runs 30 --auth-runs 0   # HAProxy in front
 """
 
 from __future__ import annotations
@@ -97,11 +103,33 @@ def in_process(files: dict[str, bytes], models, settings, runs: int, warmup: int
     return {name: time_calls(lambda data=data: once(data), runs, warmup) for name, data in files.items()}
 
 
-def served(files: dict[str, bytes], url: str, runs: int, warmup: int) -> dict[str, Timing]:
-    return {
-        name: time_image(url, data, runs, warmup, filename="hand.png" if name.startswith("png") else "hand.jpg")
-        for name, data in files.items()
-    }
+BODIES = ("multipart", "raw")  # how the served requests carry the film: the field `xray`, or the body itself
+
+
+def served(files: dict[str, bytes], url: str, runs: int, warmup: int) -> dict[tuple[str, str], Timing]:
+    """Each file sent as multipart and as the body itself, by (file, body)."""
+    timings = {}
+    for name, data in files.items():
+        media_type = "image/png" if name.startswith("png") else "image/jpeg"
+        for body in BODIES:
+            raw_type = media_type if body == "raw" else None
+            timings[name, body] = time_image(
+                url, data, runs, warmup, filename=f"hand.{media_type[6:]}", raw_type=raw_type
+            )
+    return timings
+
+
+FANOUT_ROUTES = {1: "/perjoint", 10: "/perhand"}
+
+
+def served_fanout(url: str, settings, deployments, data: bytes, runs: int, warmup: int) -> Paired:
+    """POST /score of `data` (the body itself) to two ingresses alike but for `crops_per_call` (1 at /perjoint,
+    10 at /perhand), alternating."""
+    variants = {route: {"crops_per_call": crops} for crops, route in FANOUT_ROUTES.items()}
+    with twin_ingresses(url, settings, deployments, variants) as urls:
+        return time_pairs(urls[FANOUT_ROUTES[1]], urls[FANOUT_ROUTES[10]],
+                          lambda c: outcome_of(c.post("/score", content=data, headers={"content-type": "image/png"})),
+                          runs, warmup)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- access control
@@ -430,6 +458,12 @@ def main() -> None:
         help="pairs of /score requests to ingresses without and with the case store (SQLite; 0: none)",
     )
     parser.add_argument(
+        "--fanout-runs",
+        type=int,
+        default=0,
+        help="pairs of /score requests to ingresses with crops_per_call 1 and 10 (0: none)",
+    )
+    parser.add_argument(
         "--min-joint-confidence",
         type=float,
         default=None,
@@ -466,17 +500,31 @@ def main() -> None:
         except PortTaken as error:
             sys.exit(f"serve_latency: {error}")
         remote = served(files, url, args.runs, args.warmup)
-        print(f"\n{os.cpu_count()} cores; models {models_dir}; {args.runs} runs after {args.warmup} warm-up; ms")
-        print(f"{'file':28s} {'in-process p50':>15s} {'p95':>7s}   {'served p50':>11s} {'p95':>7s}   {'ratio p50':>9s}")
-        for name, data in files.items():
-            lt, rt = local[name], remote[name]
+        proxy = "HAProxy" if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "Serve's proxy"
+        mode = ", throughput-optimised" if os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1" else ""
+        print(f"\n{os.cpu_count()} cores; models {models_dir}; {proxy}{mode}; crops_per_call {settings.crops_per_call}")
+        print(f"{args.runs} runs after {args.warmup} warm-up; ms")
+        print(f"{'file':28s} {'body':9s} {'in-process p50':>15s} {'p95':>7s}   {'served p50':>11s} {'p95':>7s}   "
+              f"{'ratio p50':>9s}")  # fmt: skip
+        for (name, body), rt in remote.items():
+            lt, data = local[name], files[name]
             label = f"{name} ({len(data) / 2**20:.1f} MiB)"
             print(
-                f"{label:28s} {1000 * lt.p50:15.0f} {1000 * lt.p95:7.0f}   {1000 * rt.p50:11.0f} "
+                f"{label:28s} {body:9s} {1000 * lt.p50:15.0f} {1000 * lt.p95:7.0f}   {1000 * rt.p50:11.0f} "
                 f"{1000 * rt.p95:7.0f}   {rt.p50 / lt.p50:9.2f}"
             )
             if lt.outcome != "200" or rt.outcome != "200":
                 print(f"  ! not scored: in-process answered {lt.outcome}, served {rt.outcome}; the timings stop there")
+        if started_here and args.fanout_runs > 0:
+            pair = served_fanout(url, settings, deployments, files["png16"], args.fanout_runs, args.warmup)
+            print(
+                "\nserved, alternating POST /score png16 (raw body) to two ingresses alike but for crops_per_call; ms:"
+            )
+            print(f"{'pairs':>5s} {'1 (per joint) p50':>18s} {'10 (per hand) p50':>18s} {'paired median 10 - 1':>21s}")
+            print(f"{len(pair.plain.times):5d} {1000 * pair.plain.p50:18.2f} {1000 * pair.other.p50:18.2f} "
+                  f"{1000 * pair.paired_difference:+21.2f}")  # fmt: skip
+            if pair.plain.outcome != "200" or pair.other.outcome != "200":
+                print(f"  ! not answered 200: per joint {pair.plain.outcome}, per hand {pair.other.outcome}")
         paired = None
         if started_here and auth_runs > 0:
             variants = {route: auth[mode] for mode, route in AUTH_ROUTES.items()}

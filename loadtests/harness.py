@@ -376,13 +376,18 @@ def time_calls(call: Callable[[], str], runs: int, warmup: int = 0) -> Timing:
     return Timing(times, outcome)
 
 
-def time_image(url: str, data: bytes, runs: int, warmup: int = 0, filename: str = "hand.png") -> Timing:
-    """`POST {url}/score` of the same upload `runs` times after `warmup`, one at a time (one HTTP connection)."""
+def time_image(
+    url: str, data: bytes, runs: int, warmup: int = 0, filename: str = "hand.png", raw_type: str | None = None
+) -> Timing:
+    """`POST {url}/score` of the same upload `runs` times after `warmup`, one at a time (one HTTP connection):
+    multipart, or the file as the body itself with Content-Type `raw_type`."""
     import httpx
 
     with httpx.Client(base_url=url, timeout=120) as client:
 
         def upload() -> str:
+            if raw_type:
+                return outcome_of(client.post("/score", content=data, headers={"content-type": raw_type}))
             return outcome_of(client.post("/score", files={"xray": (filename, data)}))
 
         return time_calls(upload, runs, warmup)
