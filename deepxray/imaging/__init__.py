@@ -1,9 +1,11 @@
 """The one preprocessing path shared by training, evaluation and serving.
 
 decode (bytes to a bone-bright grayscale array) -> normalise (float32 in [0, 1]) -> views for the models
-(letterboxed squares, mirrored right hands) and joint crops from the full-resolution image.
+(letterboxed squares, mirrored right hands) and joint crops from the full-resolution image. Serving and training
+normalise only what the models see: the views and the crops (`deepxray.imaging.model_inputs.NormalisedImage`).
 
-Importing this package does not import pydicom (only DICOM uploads pay for it) nor TensorFlow.
+Importing this package does not import pydicom (only DICOM uploads pay for it), scipy (only views whose rows do
+not divide the image's evenly) nor TensorFlow.
 """
 
 from deepxray.imaging.crop import (

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import cv2
 import numpy as np
 
+from deepxray.imaging.normalize import apply_window
 from deepxray.labels import MCP_NEIGHBOURS
 
 # Crop side as a multiple of the median spacing of neighbouring MCP joints: wide enough for the whole joint
@@ -87,6 +88,7 @@ def crop_joint(
     size_px: float,
     out_size: int = 96,
     angle: float = 0.0,
+    window: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Cuts an oriented square around a joint, rotated so that the finger axis points up in the crop.
 
@@ -102,6 +104,9 @@ def crop_joint(
         size_px: Side of the square in image pixels (see `joint_crop_size`).
         out_size: Side of the returned crop in pixels.
         angle: The finger axis angle (see `finger_axis_angles`); the crop is rotated by it.
+        window: (low, high): `image` holds intensities as decoded, which the pixels the crop is cut from are
+            mapped through first (`deepxray.imaging.normalize.apply_window`), so the crop holds the values it
+            would have been cut from the normalised image; None: `image` is normalised already.
 
     Returns:
         float32 array (out_size, out_size).
@@ -121,7 +126,8 @@ def crop_joint(
     y0, y1 = max(0, math.floor(center_y - reach)), min(height, math.ceil(center_y + reach) + 1)
     if x0 >= x1 or y0 >= y1:
         return np.zeros((out_size, out_size), dtype=np.float32)
-    region = pixels[y0:y1, x0:x1].astype(np.float32)
+    region = pixels[y0:y1, x0:x1]
+    region = region.astype(np.float32) if window is None else apply_window(region, *window)
 
     # Output pixel q maps to image point center + step * R (q - crop centre), R turning the crop's up (0, -1)
     # into the finger direction (sin, -cos).
