@@ -3,10 +3,14 @@
     locust -f loadtests/locustfile.py --headless -u 4 -r 4 -t 60s --host http://127.0.0.1:8000 \
         --pool build/loadtest-pool --groups all --shape steady --request-log out/requests.csv
 
-`python -m loadtests.run` generates the pool and runs this for you. Each user uploads the pool's images in turn
-(each user from its own place in the pool, so a short run still sends every kind), as bytes held in memory, with
-no wait between requests: N users are N requests in flight, a closed loop that saturates the service once N
-exceeds what it works on at once.
+`python -m loadtests.run` generates the pool and runs this for you. Run by hand, Locust finds the pool made
+already, or stops at once with one sentence saying how to make it (`python -m loadtests.pool`): making a pool
+renders full-size phantoms for about a minute, which Locust's users would spend blocked (every user shares one
+gevent loop), and in a distributed run every worker would make its own; so it is made once, beforehand.
+
+Each user uploads the pool's images in turn (each user from its own place in the pool, so a short run still
+sends every kind), as bytes held in memory, with no wait between requests: N users are N requests in flight, a
+closed loop that saturates the service once N exceeds what it works on at once.
 
 A wrong answer is a failure in Locust's statistics (see `loadtests.checks`): a 200 that is not ten scores in
 0..5 of the right hand, a hand refused or a non-hand scored, any status but 200, 422 and (in the spike) 503, and
@@ -29,16 +33,16 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import sys
 import time
 from pathlib import Path
 
 from locust import HttpUser, LoadTestShape, events, task
 
 from loadtests.checks import ANSWERED, OVERLOADED, classify
-from loadtests.pool import DEFAULT_POOL, load_pool, parse_groups
+from loadtests.pool import DEFAULT_POOL, MEDIA_TYPES, load_pool, missing_groups, parse_groups
 from loadtests.shapes import SHAPES, users_at
 
-MIME = {"png": "image/png", "jpeg": "image/jpeg", "dicom": "application/dicom", "others": "image/png"}
 MAX_RETRY_AFTER_S = 5.0
 LOG_FIELDS = ("start", "latency_s", "status", "kind", "group")
 
@@ -58,6 +62,26 @@ def _options(parser):
     parser.add_argument(
         "--token", default="", env_var="DEEPXRAY_TOKEN", is_secret=True, help="bearer token or API key (if needed)"
     )
+
+
+@events.init.add_listener
+def _check_pool(environment, **_kwargs):
+    """Stops at once, with one sentence and no traceback, when the pool or its groups are missing (before any
+    user starts or request is sent)."""
+    options = environment.parsed_options
+    if options is None:  # Locust used as a library: the caller brings its own options
+        return
+    try:
+        groups = parse_groups(options.groups)
+    except ValueError as error:
+        sys.exit(f"locustfile: {error}")
+    missing = missing_groups(Path(options.pool), groups)
+    if missing:
+        sys.exit(
+            f"locustfile: no phantom pool in {options.pool} (missing: {', '.join(missing)}); make it with "
+            f"`python -m loadtests.pool {options.pool}` (about a minute), or run `python -m loadtests.run`, "
+            "which makes it."
+        )
 
 
 @events.test_start.add_listener
@@ -117,7 +141,7 @@ class RadiographUser(HttpUser):
     @task
     def score(self):
         image = next(self.images)
-        files = {"xray": (image.file, image.data, MIME[image.group])}
+        files = {"xray": (image.file, image.data, MEDIA_TYPES[image.group])}
         context = {"expected": image.expected, "group": image.group}
         with self.client.post(
             "/score",

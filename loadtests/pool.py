@@ -6,12 +6,16 @@
     POOL/others/  non-hands (chest, foot, knee or skull, photographs and documents), 16-bit PNG: each must get 422
 
 Each folder is `deepxray phantoms generate` output (files and manifest.jsonl), made only when missing, with its
-own seed, so the pool is the same on every machine.
+own seed, so the pool is the same on every machine. `python -m loadtests.run` and `python -m loadtests.faults`
+make it when it is missing; to make it alone (about a minute on 2 cores):
+
+    python -m loadtests.pool build/loadtest-pool
 """
 
 from __future__ import annotations
 
 import itertools
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +25,7 @@ GROUPS = ("png", "jpeg", "dicom", "others")
 HANDS = "left_hand:2,right_hand:1"
 OTHERS = "chest,foot,other_radiograph,not_radiograph"
 DEFAULT_POOL = Path("build/loadtest-pool")
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "dicom": "application/dicom", "others": "image/png"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,13 @@ def ensure_pool(pool: Path, hands: int = 6, others: int = 4, seed: int = 6000, p
     return pool
 
 
+def missing_groups(pool: Path, groups: tuple[str, ...] | list[str] = GROUPS) -> list[str]:
+    """The groups of `groups` that `pool` does not hold yet (no manifest in their folder)."""
+    from deepxray.phantoms.generate import MANIFEST
+
+    return [group for group in groups if not (Path(pool) / group / MANIFEST).is_file()]
+
+
 def load_pool(pool: Path, groups: tuple[str, ...] | list[str] = GROUPS) -> list[PoolImage]:
     """The pool's images (bytes in memory, so uploads cost no disk reads), in a fixed order that takes the groups
     in turn (a PNG, a JPEG, a DICOM, a non-hand, the next PNG, ...), so a few requests in a row cover them all."""
@@ -95,3 +107,23 @@ def parse_groups(spec: str) -> tuple[str, ...]:
     if unknown or not groups:
         raise ValueError(f"unknown pool groups {unknown}; choose from {', '.join(GROUPS)} or 'all'")
     return groups
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m loadtests.pool [FOLDER]`: makes the pool's missing groups (default build/loadtest-pool)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) > 1 or any(a.startswith("-") for a in args):
+        print("usage: python -m loadtests.pool [FOLDER]  (default: build/loadtest-pool)", file=sys.stderr)
+        return 2
+    pool = Path(args[0]) if args else DEFAULT_POOL
+    missing = missing_groups(pool)
+    if missing:
+        print(f"making {', '.join(missing)} of the phantom pool in {pool} (full-size films; about a minute on 2 "
+              "cores)", file=sys.stderr)  # fmt: skip
+        ensure_pool(pool, progress=True)
+    print(f"the pool in {pool} holds {len(load_pool(pool))} films")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -41,11 +41,14 @@ class Layout:
         """`base` (serve_config.yaml's deployments) with these replica counts. Each replica keeps its CPU share
         of the base unless all of them would reserve more than `cpus`: then every share shrinks alike, so Ray
         can place them (the shares are reservations; TensorFlow runs one thread per replica either way)."""
-        shares = {name: float(base[name].get("ray_actor_options", {}).get("num_cpus", 1.0)) for name in DEPLOYMENTS}
-        total = sum(n * shares[name] for name, n in zip(DEPLOYMENTS, self.replicas, strict=True))
+        # Deployments beyond the four (the chest-findings model) keep the base's replicas and shrink alike.
+        counts = dict(zip(DEPLOYMENTS, self.replicas, strict=True))
+        counts |= {name: int(options.get("num_replicas", 1)) for name, options in base.items() if name not in counts}
+        shares = {name: float(base[name].get("ray_actor_options", {}).get("num_cpus", 1.0)) for name in counts}
+        total = sum(n * shares[name] for name, n in counts.items())
         scale = min(1.0, cpus / total)
         profile = {}
-        for name, n in zip(DEPLOYMENTS, self.replicas, strict=True):
+        for name, n in counts.items():
             options = {**base[name], **(overrides or {}).get(name, {}), "num_replicas": n}
             actor = dict(options.get("ray_actor_options", {}))
             # Rounded down: a sum a hair over `cpus` would leave a replica that Ray can never place.

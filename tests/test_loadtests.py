@@ -348,6 +348,24 @@ def wrong_service():
         thread.join(timeout=10)
 
 
+def test_locust_without_a_pool_stops_at_once_in_one_sentence(tmp_path):
+    """As a user runs it, before any pool was made: one sentence saying how to make one, no traceback, no request
+    (the host is a port where nothing listens)."""
+    locustfile = str(ROOT / "loadtests" / "locustfile.py")  # not imported here: Locust patches the process
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # The default folder (relative: there is none in tmp_path) and a folder given.
+    for extra in ([], ["--pool", str(tmp_path / "no-pool")]):
+        command = [sys.executable, "-m", "locust", "-f", locustfile, "--headless", "-u", "1", "-r", "1", "-t", "5s",
+                   "--host", f"http://127.0.0.1:{free_port()}", *extra]  # fmt: skip
+        started = time.monotonic()
+        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode != 0 and "Traceback" not in result.stderr + result.stdout
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert lines[-1].startswith("locustfile: no phantom pool in ") and "python -m loadtests.pool" in lines[-1]
+        assert "Aggregated" not in result.stdout + result.stderr  # no statistics: no user ever started
+        assert time.monotonic() - started < 30
+
+
 @pytest.mark.serve
 def test_every_wrong_answer_is_a_locust_failure(wrong_service, pool, tmp_path):
     summary = run_load(short_run(wrong_service, users=1), tmp_path, pool, quiet=True)
