@@ -212,8 +212,9 @@ def twin_ingresses(url: str, settings, deployments, variants: dict[str, dict]) -
     from deepxray.deployments.ingress import Ingress
     from deepxray.settings import Settings
 
+    running = serve.status().applications[APP].deployments  # the chest-findings model only where the set has it
     handles = {name: serve.get_deployment_handle(deployment.name, app_name=APP)
-               for name, deployment in MODEL_DEPLOYMENTS.items()}  # fmt: skip
+               for name, deployment in MODEL_DEPLOYMENTS.items() if deployment.name in running}  # fmt: skip
     base = {k: v for k, v in (deployments or {}).get("Ingress", {}).items() if k not in ("name", "num_replicas")}
     actor = {**base.get("ray_actor_options", {}), "num_cpus": 0.1}
     given = settings.model_dump(exclude_unset=True)
