@@ -22,6 +22,7 @@ def _phantoms_generate(args: argparse.Namespace) -> int:
         presentation_lut=args.presentation_lut.upper() if args.presentation_lut else None,
         dicom_preamble=args.dicom_preamble if args.dicom_preamble != "none" else None,
         stored=args.stored,
+        chest_findings=args.chest_findings,
     )
     manifest = generate_dataset(args.out, args.n, args.body_parts, settings, workers=args.workers)
     print(f"wrote {args.n} images and {manifest}")
@@ -38,13 +39,18 @@ def _phantoms_sheet(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from deepxray.models.registry import MODEL_NAMES
+    from deepxray.training.chest_findings import ChestSource
     from deepxray.training.data import ManifestSource, SyntheticSource
     from deepxray.training.run import TrainingPlan, train
 
     targets = MODEL_NAMES if args.target == "all" else (args.target,)
     if (args.data is None) == (args.synthetic is None):
         raise ValueError("give exactly one of --data DIR (a manifest of labelled files) or --synthetic N")
-    if args.data is not None:
+    if args.target == "chest_findings":  # chest films with findings, rendered in memory
+        if args.synthetic is None:
+            raise ValueError("chest_findings trains on chest phantoms rendered in memory: give --synthetic N")
+        source = ChestSource(seed=args.seed, n=args.synthetic)
+    elif args.data is not None:
         source = ManifestSource.open(args.data)
     else:
         source = SyntheticSource(seed=args.seed, n=args.synthetic)
@@ -196,7 +202,7 @@ def _training_target(value: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     from deepxray.batch.local import DEFAULT_BATCH_SIZE
     from deepxray.batch.remote import DEFAULT_CONCURRENCY
-    from deepxray.models.registry import MODEL_NAMES
+    from deepxray.models.registry import ALL_MODEL_NAMES, MODEL_NAMES
     from deepxray.phantoms.phantom import DEFAULT_SHAPE
     from deepxray.phantoms.scores import DISTRIBUTIONS
     from deepxray.phantoms.stored import STORED
@@ -231,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--stored", choices=(*STORED, "any"),
                      default="upright", help="films stored turned (counter-clockwise) or mirrored; labels follow; "
                      "any: one of them per image")  # fmt: skip
+    gen.add_argument("--chest-findings", action="store_true",
+                     help="chest films with labelled findings (CheXpert's 14 labels; prevalence by --distribution)")  # fmt: skip
     gen.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     gen.set_defaults(func=_phantoms_generate)
 
@@ -242,8 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument(
         "target",
         type=_training_target,
-        choices=[*MODEL_NAMES, "all"],
-        help=f"the model to train ({', '.join(MODEL_NAMES)}), or all (body-part, joints and scorer still work)",
+        choices=[*ALL_MODEL_NAMES, "all"],
+        help=f"the model to train ({', '.join(ALL_MODEL_NAMES)}), or all: the {len(MODEL_NAMES)} hand models (body-part, "
+        "joints and scorer still work)",
     )
     trainer.add_argument("--data", type=Path, help="directory with labelled images and manifest.jsonl")
     trainer.add_argument("--synthetic", type=int, metavar="N", help="render N phantoms in memory instead")

@@ -46,3 +46,23 @@ HAND_PARTS: frozenset[str] = frozenset({"left_hand", "right_hand"})
 BOTH_HANDS = "both_hands"
 
 RESEARCH_NOTICE = "research use only; demo models trained on synthetic radiographs"
+
+# The chest-findings model's labels: CheXpert's fourteen observations, in CheXpert's order. "No Finding" is
+# positive exactly when none of the other thirteen is (deepxray.phantoms.chest).
+CHEST_FINDINGS: tuple[str, ...] = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
+NO_FINDING = "No Finding"

@@ -32,11 +32,13 @@ class Settings(BaseSettings):
 
     models_dir: Path | None = Field(
         None,
-        description="Directory holding body_part/, joint_detection/ and ratingen_score/; unset: the shipped models",
+        description="Directory holding body_part/, joint_detection/, ratingen_score/ (and chest_findings/, for "
+        "/analyze); unset: the shipped models",
     )
     body_part_model: Path | None = Field(None, description="Artifact directory of the body-part model")
     joint_detection_model: Path | None = Field(None, description="Artifact directory of the joint detector")
     ratingen_score_model: Path | None = Field(None, description="Artifact directory of the Ratingen scorer")
+    chest_findings_model: Path | None = Field(None, description="Artifact directory of the chest-findings model")
     accept_probability: float = Field(0.5, ge=0.0, le=1.0, description="Least hand probability to score (422 below)")
     turned_accept_probability: float = Field(
         0.95,

@@ -451,9 +451,9 @@ def locked_and_busy(serve_app, tmp_path):
     key = add_key(keys_file, "lab-a", frozenset({"score"}))
     settings = Settings(auth_mode="api_key", api_keys_file=keys_file, max_scoring=1, max_waiting=0, retry_after_s=1)
     handles = [serve.get_deployment_handle(name, app_name=APP) for name in ("BodyPart", "JointDetection", "RatingenScore")]  # fmt: skip
-    ingress = Ingress.options(name="LockedBusyIngress", ray_actor_options={"num_cpus": 0.1},
+    ingress = Ingress.options(name="LockedBusyIngress", ray_actor_options={"num_cpus": 0.05},
                               max_ongoing_requests=64, max_queued_requests=64)  # fmt: skip
-    serve.run(ingress.bind(*handles, settings), name="lockedbusy", route_prefix="/lockedbusy", blocking=False)
+    serve.run(ingress.bind(*handles, settings=settings), name="lockedbusy", route_prefix="/lockedbusy", blocking=False)
     wait_ready(f"{serve_app}/lockedbusy", 120)
     try:
         yield f"{serve_app}/lockedbusy", key

@@ -56,8 +56,8 @@ def keeping_ingress(name: str, settings: Settings) -> str:
     from ray import serve
 
     handles = [serve.get_deployment_handle(deployment, app_name=APP) for deployment in DEPLOYMENTS]
-    ingress = Ingress.options(name=f"{name.capitalize()}Ingress", ray_actor_options={"num_cpus": 0.1})
-    serve.run(ingress.bind(*handles, settings), name=name, route_prefix=f"/{name}", blocking=False)
+    ingress = Ingress.options(name=f"{name.capitalize()}Ingress", ray_actor_options={"num_cpus": 0.05})
+    serve.run(ingress.bind(*handles, settings=settings), name=name, route_prefix=f"/{name}", blocking=False)
     return f"/{name}"
 
 

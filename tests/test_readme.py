@@ -77,6 +77,10 @@ def check_curl_answer(command: str, stdout: str, status: str | None, auth_mode: 
         else:
             assert answer["total"] >= 1 and answer["cases"], stdout[:500]
         return
+    if "/analyze" in command and "findings" in answer:  # a chest film: the fourteen labels and their heatmaps
+        assert len(answer["findings"]) == 14 and set(answer["heatmaps"]) == set(answer["positive"]), stdout[:500]
+        assert "research use only" in answer["notice"]
+        return
     assert set(answer["scores"]) == {"mcp1", "mcp2", "mcp3", "mcp4", "mcp5", "pip1", "pip2", "pip3", "pip4", "pip5"}
     assert "research use only" in answer["notice"]
 

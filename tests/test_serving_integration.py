@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from deepxray.api.keys import add_key
-from deepxray.api.schemas import ScoreAnswer
+from deepxray.api.schemas import ChestAnswer, ScoreAnswer
 from deepxray.deployments.ingress import Ingress
 from deepxray.labels import JOINT_NAMES, RESEARCH_NOTICE
 from deepxray.models.artifacts import read_card
@@ -96,8 +96,8 @@ def extra_ingress(served: Served, name: str, settings: Settings, **options) -> s
     from ray import serve
 
     handles = [serve.get_deployment_handle(deployment, app_name=APP) for deployment in DEPLOYMENTS.values()]
-    ingress = Ingress.options(name=f"{name.capitalize()}Ingress", ray_actor_options={"num_cpus": 0.1}, **options)
-    serve.run(ingress.bind(*handles, settings), name=name, route_prefix=f"/{name}", blocking=False)
+    ingress = Ingress.options(name=f"{name.capitalize()}Ingress", ray_actor_options={"num_cpus": 0.05}, **options)
+    serve.run(ingress.bind(*handles, settings=settings), name=name, route_prefix=f"/{name}", blocking=False)
     wait_ready(f"{served.url}/{name}", 120)
     return f"/{name}"
 
@@ -345,6 +345,38 @@ def test_not_a_hand_is_422(served, radiographs, body_part, fmt):
         assert body["body_part"]["label"] in body["detail"].replace(" ", "_")
         if served.trained:
             assert body["body_part"]["label"] not in ("left_hand", "right_hand")
+
+
+def test_analyze_answers_a_chest_with_its_findings_and_a_hand_as_score_does(served, radiographs, tmp_path):
+    """`POST /analyze` through the proxy: a chest phantom with a cardiomegaly and an effusion drawn gets the
+    fourteen labels from the ChestFindings deployment; a hand the `/score` answer; a non-radiograph the 422."""
+    from deepxray.labels import CHEST_FINDINGS
+    from deepxray.phantoms.chest import render_chest_phantom
+    from deepxray.phantoms.writers import write_png
+
+    if not (MODELS / "chest_findings").is_dir():
+        pytest.skip(f"no chest_findings model in {MODELS}")
+    phantom = render_chest_phantom(7, 0, present={"Cardiomegaly", "Pleural Effusion"})
+    write_png(tmp_path / "chest.png", phantom.image)
+    response = served.client.post(
+        "/analyze", content=(tmp_path / "chest.png").read_bytes(), headers={"content-type": "image/png"}
+    )
+    served.statuses.append(response.status_code)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    ChestAnswer.model_validate(answer)
+    assert [finding["label"] for finding in answer["findings"]] == list(CHEST_FINDINGS)
+    assert answer["models"]["chest_findings"] == read_card(MODELS / "chest_findings").tag
+    assert set(answer["heatmaps"]) == set(answer["positive"])
+    if served.trained:
+        assert "Cardiomegaly" in answer["positive"], answer["positive"]
+    hand = radiographs.file("left_hand", "png")
+    analyzed = served.client.post("/analyze", files={"xray": ("hand.png", hand)}, headers={"x-request-id": "a"})
+    scored = served.client.post("/score", files={"xray": ("hand.png", hand)}, headers={"x-request-id": "a"})
+    assert analyzed.status_code == scored.status_code == 200
+    assert analyzed.json() == scored.json()
+    other = served.client.post("/analyze", files={"xray": ("x.jpg", radiographs.file("not_radiograph", "jpeg"))})
+    assert_error(other, 422, "not_a_hand", *(() if served.trained else ("joints_not_found",)))
 
 
 def test_overload_is_503_with_retry_after(served, overload, radiographs):

@@ -28,6 +28,7 @@ from deepxray.api.routes import create_app
 from deepxray.api.service import ScoringService
 from deepxray.app import build_app
 from deepxray.deployments.body_part import BodyPart
+from deepxray.deployments.chest_findings import ChestFindings
 from deepxray.deployments.common import from_wire, threads_for, to_wire
 from deepxray.deployments.ingress import Ingress
 from deepxray.deployments.joint_detection import JointDetection
@@ -856,9 +857,9 @@ def test_serve_config_is_valid_for_ray_and_builds_the_app():
     assert Settings.model_validate(application.args).max_upload_bytes == 64 * 2**20
 
     written = {deployment["name"]: deployment for deployment in config["applications"][0]["deployments"]}
-    assert set(written) == {"Ingress", "BodyPart", "JointDetection", "RatingenScore"}
+    assert set(written) == {"Ingress", "BodyPart", "JointDetection", "RatingenScore", "ChestFindings"}
     total_cpus = 0.0
-    for deployment in (Ingress, BodyPart, JointDetection, RatingenScore):
+    for deployment in (Ingress, BodyPart, JointDetection, RatingenScore, ChestFindings):
         profile = written[deployment.name]
         for key in ("num_replicas", "max_ongoing_requests", "max_queued_requests"):
             # Written out, and the same in the decorators, so `serve run deepxray.app:graph` behaves like the file.

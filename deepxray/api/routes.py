@@ -34,7 +34,7 @@ from deepxray.api.auth import OPEN_WARNING, Access
 from deepxray.api.cases import CaseDesk, add_case_routes, open_desk
 from deepxray.api.errors import UPLOAD_FIELD, ApiError, MalformedRequestError
 from deepxray.api.middleware import RequestIdMiddleware, error_response, request_id_of
-from deepxray.api.schemas import ErrorAnswer, HealthAnswer, ModelCardsAnswer, ReadyAnswer, ScoreAnswer
+from deepxray.api.schemas import ChestAnswer, ErrorAnswer, HealthAnswer, ModelCardsAnswer, ReadyAnswer, ScoreAnswer
 from deepxray.api.service import ScoringService
 from deepxray.api.upload import RAW_MEDIA_TYPES, read_upload
 from deepxray.imaging import SUPPORTED_FORMATS
@@ -68,6 +68,10 @@ _UPLOAD_BODY = {
         },
     }
 }
+# `?overlay=true` on /score and /analyze (module level: the annotations are strings FastAPI resolves here).
+OverlayQuery = Annotated[
+    bool, Query(description="Add `overlay`: a PNG of the film with the joints' boxes and scores (base64)")
+]
 _AUTH_ERRORS = {
     401: "No credential, a malformed one, or one that does not pass (RFC 6750; see `WWW-Authenticate`).",
     403: "The credential lacks the scope this endpoint needs (`insufficient_scope`).",
@@ -130,26 +134,9 @@ def create_app(
     if access.is_open:
         log.warning(OPEN_WARNING)
 
-    @app.post(
-        "/score",
-        summary="Score a hand radiograph",
-        response_model=ScoreAnswer,
-        response_model_exclude_unset=True,  # `case_id` and `overlay` only where the answer has them
-        responses={status: {"model": ErrorAnswer, "description": text} for status, text in _ERRORS.items()},
-        openapi_extra=_UPLOAD_BODY,
-        dependencies=[Depends(access.requires("score"))],
-    )
-    async def score(
-        request: Request,
-        overlay: Annotated[
-            bool, Query(description="Add `overlay`: a PNG of the film with the joints' boxes and scores (base64)")
-        ] = False,
-    ) -> Any:
-        """Upload a hand radiograph (PNG 8/16-bit, JPEG, TIFF, DICOM) in the multipart field `xray`, or as the body
-        itself (Content-Type image/png, image/jpeg, application/dicom or application/octet-stream); get the
-        Ratingen score of each of the ten joints, the body part, laterality, joint positions and model versions.
-        When the service keeps cases, the answer names its `case_id`.
-        """
+    async def answer_upload(request: Request, run, overlay: bool, route: str) -> dict:
+        """The body of `/score` and `/analyze`: the admission gate, the upload, `run(data, request_id, timings,
+        capture)`, the case store and picture where the answer is a hand's, and one log line."""
         request_id = request_id_of(request)
         timings = Timings()
         status, size, wait_s, upload_s, keep_s = 500, -1, 0.0, 0.0, 0.0
@@ -161,8 +148,8 @@ def create_app(
                 upload_s = time.perf_counter() - start - wait_s
                 size = len(data)
                 capture = FilmCapture()
-                answer = await service.score(data, request_id, timings, capture)
-                if desk.store is not None or overlay:
+                answer = await run(data, request_id, timings, capture)
+                if "hands" in answer and (desk.store is not None or overlay):
                     keep_start = time.perf_counter()
                     answer |= await asyncio.to_thread(desk.additions, answer, capture, data, overlay)
                     keep_s = time.perf_counter() - keep_start
@@ -173,8 +160,9 @@ def create_app(
             raise
         finally:
             log.info(
-                "score request_id=%s status=%d bytes=%d wait_ms=%.1f upload_ms=%.1f decode_ms=%.1f "
+                "%s request_id=%s status=%d bytes=%d wait_ms=%.1f upload_ms=%.1f decode_ms=%.1f "
                 "body_part_ms=%.1f detect_ms=%.1f crop_ms=%.1f score_ms=%.1f case_ms=%.1f total_ms=%.1f",
+                route,
                 request_id,
                 status,
                 size,
@@ -184,6 +172,39 @@ def create_app(
                 1000 * keep_s,
                 1000 * (time.perf_counter() - start),
             )
+
+    @app.post(
+        "/score",
+        summary="Score a hand radiograph",
+        response_model=ScoreAnswer,
+        response_model_exclude_unset=True,  # `case_id` and `overlay` only where the answer has them
+        responses={status: {"model": ErrorAnswer, "description": text} for status, text in _ERRORS.items()},
+        openapi_extra=_UPLOAD_BODY,
+        dependencies=[Depends(access.requires("score"))],
+    )
+    async def score(request: Request, overlay: OverlayQuery = False) -> Any:
+        """Upload a hand radiograph (PNG 8/16-bit, JPEG, TIFF, DICOM) in the multipart field `xray`, or as the body
+        itself (Content-Type image/png, image/jpeg, application/dicom or application/octet-stream); get the
+        Ratingen score of each of the ten joints, the body part, laterality, joint positions and model versions.
+        When the service keeps cases, the answer names its `case_id`.
+        """
+        return await answer_upload(request, service.score, overlay, "score")
+
+    @app.post(
+        "/analyze",
+        summary="Score a hand radiograph, or find the CheXpert findings on a chest radiograph",
+        response_model=ScoreAnswer | ChestAnswer,
+        response_model_exclude_unset=True,
+        responses={status: {"model": ErrorAnswer, "description": text} for status, text in _ERRORS.items()},
+        openapi_extra=_UPLOAD_BODY,
+        dependencies=[Depends(access.requires("score"))],
+    )
+    async def analyze(request: Request, overlay: OverlayQuery = False) -> Any:
+        """Upload a radiograph as for `/score`. The body-part model routes it: a hand gets the `/score` answer, a
+        chest the probabilities of CheXpert's fourteen labels, the positive ones at the thresholds of the model's
+        card, and a heatmap for each; any other film is refused (422) as on `/score`.
+        """
+        return await answer_upload(request, service.analyze, overlay, "analyze")
 
     @app.get("/healthz", summary="Alive", response_model=HealthAnswer)
     async def healthz(request: Request) -> Any:

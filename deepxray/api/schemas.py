@@ -91,6 +91,33 @@ class ScoreAnswer(_Answer):
     overlay: OverlayAnswer | None = Field(None, description="Only with ?overlay=true: the picture of this answer")
 
 
+class ChestFindingAnswer(_Answer):
+    label: str = Field(description="One of CheXpert's fourteen labels")
+    probability: float = Field(ge=0.0, le=1.0, description="The chest-findings model's probability")
+    threshold: float | None = Field(
+        description="Positive at or above this (the model card's); null: a label the model does not report"
+    )
+    positive: bool
+
+
+class HeatmapAnswer(_Answer):
+    grid: list[list[float]] = Field(description="Where the model saw the finding: a square grid, 1 at the most")
+    box: Point = Field(min_length=4, max_length=4, description="The part of the film the grid covers, pixels")
+    peak: Point = Field(min_length=2, max_length=2, description="Where the map peaks (x, y), film pixels")
+
+
+class ChestAnswer(_Answer):
+    """`POST /analyze` on a chest film (a hand film gets `ScoreAnswer`)."""
+
+    body_part: BodyPartAnswer
+    findings: list[ChestFindingAnswer] = Field(min_length=14, max_length=14)
+    positive: list[str] = Field(description="The labels at or above their thresholds")
+    heatmaps: dict[str, HeatmapAnswer] = Field(description="A heatmap for each positive label")
+    models: dict[str, str] = Field(description="name@version of each model that computed this answer")
+    request_id: str
+    notice: str = Field(description="Research use only: models trained on synthetic radiographs")
+
+
 class ErrorAnswer(_Answer):
     """Every answer other than 200."""
 

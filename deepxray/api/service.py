@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from deepxray.analysis import ChestFindingsOutput, ChestModel, analyze_radiograph
 from deepxray.api.errors import (
     ApiError,
     ModelsUpdatingError,
@@ -45,6 +46,9 @@ class ModelBackend(Protocol):
     def detect(self, view: np.ndarray) -> Awaitable[tuple[np.ndarray, str]]: ...
 
     def score(self, crops: np.ndarray) -> Awaitable[tuple[list, str]]: ...  # (n, crop) -> each crop's output
+
+    # Optional: a backend with the chest-findings model also has `analyze_chest(view)` -> awaitable of
+    # ({"probabilities", "thresholds", "heatmaps"}, tag); without it, `/analyze` refuses chests as `/score` does.
 
     async def info(self) -> dict[str, dict]: ...
 
@@ -162,6 +166,19 @@ class ScoringService:
             versions=seen.versions,
         )
 
+    def chest_model(self, seen: VersionsSeen) -> ChestModel | None:
+        """The chest-findings model for one film, or None when the backend has none."""
+        analyze = getattr(self.backend, "analyze_chest", None)
+        if analyze is None:
+            return None
+        stage = self.stage("chest-findings", "chest_findings", analyze, seen)
+
+        async def run(view: np.ndarray) -> ChestFindingsOutput:
+            output = await stage(view)
+            return ChestFindingsOutput(output["probabilities"], output["thresholds"], output["heatmaps"])
+
+        return ChestModel(run)
+
     async def score(
         self, data: bytes, request_id: str, timings: Timings, capture: FilmCapture | None = None
     ) -> dict[str, Any]:
@@ -173,9 +190,28 @@ class ScoringService:
         versions of a model (replicas being replaced) is scored again, and refused with 503 `models_updating`
         if that happens again, rather than answered with scores of two models.
         """
+
+        def run(seen: VersionsSeen):
+            return score_radiograph(data, self.models(seen), self.settings, request_id, timings, capture)
+
+        return await self._in_one_version(run)
+
+    async def analyze(
+        self, data: bytes, request_id: str, timings: Timings, capture: FilmCapture | None = None
+    ) -> dict[str, Any]:
+        """The `/analyze` answer: a hand's `/score` answer, or a chest's findings (`deepxray.analysis`)."""
+
+        def run(seen: VersionsSeen):
+            models, chest = self.models(seen), self.chest_model(seen)
+            return analyze_radiograph(data, models, chest, self.settings, request_id, timings, capture)
+
+        return await self._in_one_version(run)
+
+    async def _in_one_version(self, run: Callable[[VersionsSeen], Awaitable[dict]]) -> dict[str, Any]:
+        """`run`'s answer, made by one version of each model (see `score`)."""
         for _ in range(1 + MIXED_VERSION_RETRIES):
             seen = VersionsSeen()
-            answer = await score_radiograph(data, self.models(seen), self.settings, request_id, timings, capture)
+            answer = await run(seen)
             mixed = seen.mixed()
             if not mixed:
                 return answer
@@ -191,7 +227,8 @@ class ScoringService:
             info = await self._ask(self.backend.info, "readiness")
         except ApiError as exc:
             raise NotReadyError(f"Not every model is ready: {exc.detail}") from None
-        not_ready = [name for name in MODEL_NAMES if not info.get(name, {}).get("ready")]
+        expected = [*MODEL_NAMES, *(name for name in info if name not in MODEL_NAMES)]  # and the chest model
+        not_ready = [name for name in expected if not info.get(name, {}).get("ready")]
         if not_ready:
             raise NotReadyError(f"Not ready yet: {', '.join(not_ready)}.")
         return info

@@ -26,8 +26,11 @@ class HandleBackend:
     """The model deployments through their DeploymentHandles (`deepxray.api.service.ModelBackend`); arrays
     travel as float16 (see `to_wire`), each answer with the tag of the replica's model."""
 
-    def __init__(self, body_part, joint_detection, ratingen_score):
+    def __init__(self, body_part, joint_detection, ratingen_score, chest_findings=None):
         self.handles = {"body_part": body_part, "joint_detection": joint_detection, "ratingen_score": ratingen_score}
+        if chest_findings is not None:  # `/analyze` routes chests to it (the ModelBackend's optional method)
+            self.handles["chest_findings"] = chest_findings
+            self.analyze_chest = lambda view: chest_findings.analyze.remote(to_wire(view))
 
     def classify(self, views: np.ndarray):
         return self.handles["body_part"].classify.remote(to_wire(views))
@@ -63,18 +66,22 @@ class HandleBackend:
 )
 @serve.ingress()
 class Ingress:
-    """The HTTP ingress: `create_app` over the three model deployments' handles.
+    """The HTTP ingress: `create_app` over the model deployments' handles.
 
     Args:
         body_part, joint_detection, ratingen_score: Handles of the model deployments (bound deployments in
             `deepxray.app`, which Serve turns into handles).
+        chest_findings: Handle of the chest-findings deployment, or None: `/analyze` then refuses chests.
         settings: The application's settings; None reads them here, in the replica (`Settings()`).
     """
 
-    def __init__(self, body_part, joint_detection, ratingen_score, settings: Settings | None = None):
+    def __init__(
+        self, body_part, joint_detection, ratingen_score, chest_findings=None, settings: Settings | None = None
+    ):
         keep_patient_data_out_of_logs()
         self.settings = settings if settings is not None else Settings()
-        self.service = ScoringService(HandleBackend(body_part, joint_detection, ratingen_score), self.settings)
+        backend = HandleBackend(body_part, joint_detection, ratingen_score, chest_findings)
+        self.service = ScoringService(backend, self.settings)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_app(self.service, proxy_echoes_request_id=True)

@@ -28,6 +28,10 @@ REQUIRED_CARD_FIELDS = (
 )
 
 
+# Card fields only some models have; left out of a card where they are None, so the other cards stay as they were.
+OPTIONAL_FIELDS = ("thresholds", "threshold_rule", "not_drawn")
+
+
 def shipped_models_dir() -> Path:
     """The shipped demo models: `models/` beside the package.
 
@@ -54,6 +58,11 @@ class ModelCard:
         "Trained and validated on procedurally rendered phantoms only; no figure on this card is a measure of "
         "accuracy on real radiographs."
     )
+    # Multi-label models (chest_findings): each label's decision threshold on its probability, how they were
+    # chosen, and the labels the training data never showed (label -> why). None elsewhere, and then not written.
+    thresholds: dict | None = None
+    threshold_rule: str | None = None
+    not_drawn: dict | None = None
 
     @property
     def tag(self) -> str:
@@ -70,7 +79,8 @@ def save_artifact(model, directory: Path, card: ModelCard) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     card.framework = {"keras": keras.__version__, "tensorflow": tf.__version__}
     model.save(directory / MODEL_FILE)
-    (directory / CARD_FILE).write_text(json.dumps(asdict(card), indent=2) + "\n", encoding="utf-8")
+    fields = {key: value for key, value in asdict(card).items() if value is not None or key not in OPTIONAL_FIELDS}
+    (directory / CARD_FILE).write_text(json.dumps(fields, indent=2) + "\n", encoding="utf-8")
     return directory
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deepxray.models.artifacts import CARD_FILE, INTENDED_USE, MODEL_FILE, ModelCard, read_card
-from deepxray.models.registry import MODELS as EXPORTABLE_MODELS  # each exported where the model folder has it
+from deepxray.models.registry import ALL_MODELS as EXPORTABLE_MODELS  # each exported where the model folder has it
 from deepxray.models.runtime import SCORER_EMBEDDING_OF
 
 FORMATS = ("savedmodel",)

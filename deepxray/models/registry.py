@@ -15,15 +15,19 @@ from pathlib import Path
 
 from deepxray.imaging.model_inputs import (
     BODY_PART_VIEW,
+    CHEST_VIEW,
     CROP_SIZE,
     DETECTOR_VIEW,
     body_part_view,
+    chest_view,
     detector_view,
     joint_crops,
 )
 from deepxray.labels import BODY_PARTS, JOINT_NAMES, RATINGEN_CLASSES
+from deepxray.labels import CHEST_FINDINGS as CHEST_FINDING_LABELS
 from deepxray.models.artifacts import CARD_FILE, MODEL_FILE, read_card
 from deepxray.training.body_part import train_body_part
+from deepxray.training.chest_findings import train_chest_findings
 from deepxray.training.joint_detection import train_joint_detection
 from deepxray.training.ratingen_score import train_ratingen_score
 
@@ -160,11 +164,38 @@ MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 ALIASES: dict[str, str] = {alias: spec.name for spec in MODELS.values() for alias in spec.aliases}
 
 
+def _build_chest_findings_network():
+    from deepxray.models.chest_findings import build_chest_findings_model
+
+    return build_chest_findings_model()
+
+
+# The chest-findings model: not one of the hand-scoring set above (`MODELS`, which the service, the evaluation, the
+# batch scorer and the model-set checks take as "the models"); it trains on chest phantoms rendered in memory
+# (`deepxray train chest_findings --synthetic N`), not on the hand training arrays.
+CHEST_FINDINGS = ModelSpec(
+    name="chest_findings",
+    input=ModelInput("view", CHEST_VIEW, chest_view, "the whole film letterboxed, padded with 0"),
+    output={
+        "name": "probabilities",
+        "shape": [len(CHEST_FINDING_LABELS)],
+        "activation": "sigmoid per label (multi-label)",
+        "heatmaps": "class activation maps: layer `cam`, (32, 32, 14) logits per cell of the view (8 pixels each); "
+        "a label's logit is its map's mean plus its maximum",
+    },
+    labels=CHEST_FINDING_LABELS,
+    training=Training(train_chest_findings, _build_chest_findings_network),
+)
+# Every model DeepXRay trains: the three hand models and the chest-findings model.
+ALL_MODELS: dict[str, ModelSpec] = {**MODELS, CHEST_FINDINGS.name: CHEST_FINDINGS}
+ALL_MODEL_NAMES: tuple[str, ...] = tuple(ALL_MODELS)
+
+
 def resolve(name: str) -> ModelSpec:
     """The entry of a model by its name or an old alias; ValueError naming the choices otherwise."""
-    spec = MODELS.get(ALIASES.get(name, name))
+    spec = ALL_MODELS.get(ALIASES.get(name, name))
     if spec is None:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(ALL_MODEL_NAMES)}")
     return spec
 
 

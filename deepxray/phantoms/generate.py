@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from deepxray.labels import BODY_PARTS, BOTH_HANDS, JOINT_NAMES
+from deepxray.phantoms.chest import render_chest_phantom, stored_record
 from deepxray.phantoms.phantom import DEFAULT_SHAPE, Phantom, render_phantom
 from deepxray.phantoms.stored import STORED, store
 from deepxray.phantoms.writers import (
@@ -46,6 +47,9 @@ class GenerationSettings:
     dicom_preamble: str | None = None
     # How each film is stored: upright, turned90/180/270, mirrored (`deepxray.phantoms.stored`), or "any" of them.
     stored: str = "upright"
+    # Chest films with labelled findings (`deepxray.phantoms.chest`; `distribution` sets their prevalence) instead
+    # of the plain chest the body-part model learns "not a hand" from.
+    chest_findings: bool = False
 
     def __post_init__(self):
         # Checked here, not in the workers: a bad combination fails before any file is written.
@@ -112,6 +116,8 @@ def manifest_record(phantom: Phantom, file: str, index: int, settings: Generatio
         "stored": phantom.extra.get("stored", "upright"),
         **extra,
     }
+    if "findings" in phantom.extra:  # a chest film with findings: labels and regions, in the stored film's pixels
+        record["findings"] = phantom.extra["findings"]
     if phantom.hands is not None:
         record["hands"] = [
             {
@@ -135,12 +141,19 @@ def manifest_record(phantom: Phantom, file: str, index: int, settings: Generatio
 
 def write_phantom(out_dir: Path, index: int, body_part: str, settings: GenerationSettings) -> dict:
     """Render and write image `index`; returns its manifest record."""
-    phantom = render_phantom(settings.seed, index, body_part, settings.distribution, settings.shape)
+    if body_part == "chest" and settings.chest_findings:
+        phantom = render_chest_phantom(settings.seed, index, settings.distribution, settings.shape)
+    else:
+        phantom = render_phantom(settings.seed, index, body_part, settings.distribution, settings.shape)
     how = settings.stored
     if how == "any":  # drawn from its own stream, so the choice leaves the image's other draws alone
         how = str(
             np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(index, 2**30))).choice(list(STORED))
         )
+    if "findings" in phantom.extra:
+        height, width = phantom.image.shape[:2]
+        findings = stored_record(phantom.extra["findings"], how, height, width)
+        phantom.extra = {**phantom.extra, "findings": findings}
     phantom = store(phantom, how)
     file = f"{index:05d}{EXTENSIONS[settings.file_format]}"
     path = out_dir / file

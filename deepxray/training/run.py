@@ -6,7 +6,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deepxray.models.registry import MODEL_NAMES, MODELS
+from deepxray.models.registry import ALL_MODEL_NAMES, ALL_MODELS
+from deepxray.training.chest_findings import ChestSource, load_or_build_chest
 from deepxray.training.data import ManifestSource, SyntheticSource, TrainingSet, build_training_set
 
 MODEL_VERSION = "1.0.0"
@@ -14,7 +15,7 @@ MODEL_VERSION = "1.0.0"
 
 @dataclass(frozen=True)
 class TrainingPlan:
-    targets: tuple[str, ...]  # model names (deepxray.models.registry.MODEL_NAMES)
+    targets: tuple[str, ...]  # model names (deepxray.models.registry.ALL_MODEL_NAMES)
     out_dir: Path
     seed: int = 0
     epochs: dict | None = None  # per target; None = each trainer's default
@@ -37,6 +38,8 @@ def load_or_build(source, cache: Path | None, progress: bool = True) -> Training
 
 
 def describe_source(source) -> dict:
+    if isinstance(source, ChestSource):
+        return source.describe()
     if isinstance(source, SyntheticSource):
         return {
             "kind": "synthetic phantoms rendered in memory (deepxray.phantoms)",
@@ -53,13 +56,25 @@ def describe_source(source) -> dict:
     return {"kind": "manifest", "directory": str(source.directory), "images": len(source.records)}
 
 
-def train(plan: TrainingPlan, source: SyntheticSource | ManifestSource, cache: Path | None = None) -> dict:
-    """Train `plan.targets` and write one artifact directory per model under `plan.out_dir`."""
-    data = load_or_build(source, cache)
-    print(
-        f"training arrays: {len(data.body_labels)} images, {len(data.hand_ids)} hands, {data.scores.size} joint crops",
-        flush=True,
-    )
+def train(
+    plan: TrainingPlan, source: SyntheticSource | ManifestSource | ChestSource, cache: Path | None = None
+) -> dict:
+    """Train `plan.targets` and write one artifact directory per model under `plan.out_dir`. A `ChestSource`
+    (chest films rendered in memory) trains the chest-findings model only."""
+    if isinstance(source, ChestSource):
+        if tuple(plan.targets) != ("chest_findings",):
+            raise ValueError("chest films train chest_findings only")
+        data = load_or_build_chest(source, cache)
+        print(f"chest films: {len(data.labels)}, positives per label {data.labels.sum(axis=0).tolist()}", flush=True)
+    else:
+        if "chest_findings" in plan.targets:
+            raise ValueError("chest_findings trains on chest films rendered in memory: give --synthetic N")
+        data = load_or_build(source, cache)
+        print(
+            f"training arrays: {len(data.body_labels)} images, {len(data.hand_ids)} hands, "
+            f"{data.scores.size} joint crops",
+            flush=True,
+        )
 
     from deepxray.models.artifacts import ModelCard, save_artifact
     from deepxray.training.common import configure_tensorflow, write_json
@@ -70,13 +85,14 @@ def train(plan: TrainingPlan, source: SyntheticSource | ManifestSource, cache: P
     results = {}
     work = Path(plan.out_dir) / "_training"
     for target in plan.targets:
-        if target not in MODELS:
-            raise ValueError(f"unknown training target {target!r}; choose from {', '.join(MODEL_NAMES)} or all")
-        spec = MODELS[target]
+        if target not in ALL_MODELS:
+            raise ValueError(f"unknown training target {target!r}; choose from {', '.join(ALL_MODEL_NAMES)} or all")
+        spec = ALL_MODELS[target]
         start = time.perf_counter()
         print(f"== {target}", flush=True)
         kwargs = {"epochs": epochs[target]} if target in epochs else {}
         model, metrics = spec.training.train(data, work / spec.name, plan.seed, **kwargs)
+        card_fields = metrics.pop("card", {})  # a trainer's own card fields (chest_findings: thresholds)
         card = ModelCard(
             name=spec.name,
             version=MODEL_VERSION,
@@ -86,6 +102,7 @@ def train(plan: TrainingPlan, source: SyntheticSource | ManifestSource, cache: P
             training_data=training_data,
             seed=plan.seed,
             validation_metrics=metrics,
+            **card_fields,
         )
         seconds = time.perf_counter() - start
         card.validation_metrics["training_seconds"] = round(seconds, 1)
