@@ -32,8 +32,8 @@ def build_chest_findings_model(view: int = CHEST_VIEW, labels: int = len(CHEST_F
     """The network: (view, view, 1) in [0, 1] -> (labels,) independent probabilities."""
     inputs = image_input(view, "view")
     x = conv_bn(inputs, 16, stride=2)  # 128
-    x = conv_bn(x, 24, stride=2)  # 64
-    x = conv_bn(x, 24)
+    x = conv_bn(x, 32, stride=2)  # 64: fine detail (a rib's break, a wire) is still resolved here
+    x = conv_bn(x, 32)
     x = layers.MaxPooling2D()(x)  # 32
     x = conv_bn(x, 48)
     fine = conv_bn(x, 48)

@@ -7,17 +7,18 @@ widths are measured, hemidiaphragms with sharp costophrenic angles, posterior an
 spine, the trachea and the gastric bubble; and on it, multi-label findings drawn procedurally, each with the sign a
 radiologist names and its region (boxes in film pixels) recorded:
 
-- Enlarged Cardiomediastinum: the upper mediastinum widened to 95-125 mm (normal 55-72 mm), lobulated.
+- Enlarged Cardiomediastinum: the upper mediastinum widened to 95-125 mm (normal 58-82 mm with the aortic knob).
 - Cardiomegaly: a heart wider than half the thorax (cardiothoracic ratio 0.56-0.68; normal 0.38-0.48).
 - Lung Opacity: one to three ill-defined, patchy, hazy opacities (vessels still seen through them).
-- Lung Lesion: one or two sharply marginated round nodules (12-30 mm) or a lobulated mass (30-55 mm).
+- Lung Lesion: one or two sharply marginated round nodules (15-30 mm) or a lobulated mass (30-55 mm).
 - Edema: bilateral perihilar haze ("bat wing") with Kerley B lines at both lung bases.
 - Consolidation: a dense, homogeneous lobar opacity with air bronchograms; an upper lobe's stops at the fissure.
 - Atelectasis: plate-like (discoid) bands in a lower zone and the hemidiaphragm of that side raised.
 - Pneumothorax: a thin visceral pleural line with no lung markings beyond it, the pleural space darker.
 - Pleural Effusion: a meniscus rising laterally from a blunted costophrenic angle, the hemidiaphragm lost in it.
 - Pleural Other: calcified pleural plaques: dense lines along the chest wall and the diaphragm, irregular en face.
-- Fracture: displaced rib fractures (a gap and a step-off, one to three ribs in a row) or a clavicle fracture.
+- Fracture: two or three ribs broken in a row, acute (a gap, a step-off and an extrapleural hematoma) or healing
+  (a callus), or a clavicle fracture with the lateral fragment dropped.
 - Support Devices: one to three of an endotracheal tube, a nasogastric tube, a central line, a pacemaker with its
   leads, sternotomy wires, ECG electrodes.
 - No Finding: none of the above.
@@ -703,7 +704,7 @@ def _pleural_other(scene: _Scene, rng: np.random.Generator) -> None:
     scene.add("Pleural Other", total, boxes, f"calcified pleural plaques, {len(boxes)} seen")
 
 
-def _pneumothorax(scene: _Scene, rng: np.random.Generator, side: int) -> tuple[np.ndarray, Finding | None]:
+def _pneumothorax(scene: _Scene, rng: np.random.Generator, side: int) -> tuple[np.ndarray, Finding]:
     """Pneumothorax: the pleural space between the chest wall and the collapsed lung's visceral pleural line.
     Returns the space's field mask (the lungs are drawn without markings there) and the finding."""
     c, th = scene.canvas, scene.base
@@ -788,7 +789,7 @@ def _devices(scene: _Scene, rng: np.random.Generator) -> None:
     scene.add("Support Devices", total, boxes, ", ".join(names))
 
 
-def _smooth(path: np.ndarray, samples: int = 48) -> np.ndarray:
+def _smooth(path: np.ndarray) -> np.ndarray:
     """A smooth curve through a few points (quadratic B-spline by repeated corner cutting)."""
     pts = np.asarray(path, dtype=np.float64)
     for _ in range(4):
@@ -961,7 +962,8 @@ def render_chest_film(
         vertebra = ellipse_outline((0.0, base.apex_y + 40.0 - level * 26.0), (17.0, 10.5), 0.0, samples=24)
         bones.append(_Bone(vertebra, 0.0, looks["spine"], _offset(texture), closed=True))
     if "Fracture" in wanted:
-        bones = _fracture(scene, streams["Fracture"], bones)
+        bones, signs = _fracture(scene, streams["Fracture"], bones)
+        film += cv2.resize(signs, (w, h), interpolation=cv2.INTER_LINEAR)
     px_per_mm = to_px.px_per_mm
     for bone in bones:
         outline = bone.curve if bone.closed else band_outline(bone.curve, bone.half_width)
@@ -988,11 +990,13 @@ def _offset(texture: np.random.Generator) -> tuple[int, int]:
     return int(y), int(x)
 
 
-def _fracture(scene: _Scene, rng: np.random.Generator, bones: list[_Bone]) -> list[_Bone]:
-    """Fracture: two or three ribs in a row broken at the same lateral place, acute (a gap and a step-off) or
-    healing (a fusiform callus around a thin fracture line), or a clavicle broken in its middle third with the
-    lateral fragment dropped."""
+def _fracture(scene: _Scene, rng: np.random.Generator, bones: list[_Bone]) -> tuple[list[_Bone], np.ndarray]:
+    """Fracture: two or three ribs in a row broken at the same lateral place, either acute (a gap, a step-off and
+    an extrapleural hematoma: a lens of blood against the chest wall at the level of the breaks) or healing (a
+    fusiform callus around a thin fracture line); or a clavicle broken in its middle third with the lateral
+    fragment dropped. Returns the bones, some broken, and the soft-tissue signs (a field layer)."""
     c = scene.canvas
+    layer = c.zeros()
     by_name = {bone.name: i for i, bone in enumerate(bones) if bone.name}
     side = -1 if rng.random() < 0.5 else 1
     healing = rng.random() < 0.5
@@ -1007,7 +1011,7 @@ def _fracture(scene: _Scene, rng: np.random.Generator, bones: list[_Bone]) -> li
             for k in range(first, min(first + int(rng.integers(2, 4)), 10))
         ]
     out = list(bones)
-    boxes, broken = [], []
+    boxes, broken, points = [], [], []
     for kind, side_, k, at, shift in targets:
         i = by_name[f"{kind}{side_}{k}"]
         bone = bones[i]
@@ -1017,21 +1021,34 @@ def _fracture(scene: _Scene, rng: np.random.Generator, bones: list[_Bone]) -> li
         pieces = [_Bone(curve, hw, bone.look, bone.offset) for curve, hw in fragments if len(curve) > 2]
         out[i] = pieces[0]
         out.extend(pieces[1:])
-        if healing:  # callus: new bone in a spindle around the break, less dense than the cortex
+        if healing:  # callus: new bone in a dense spindle around the break
             j = int(np.argmin(np.linalg.norm(bone.curve - point, axis=1)))
             tangent = bone.curve[min(j + 3, len(bone.curve) - 1)] - bone.curve[max(j - 3, 0)]
             angle = float(np.degrees(np.arctan2(tangent[1], tangent[0])))
             half_length = rng.uniform(9.0, 14.0)
             callus = ellipse_outline(tuple(point), (half_length, float(widths[j]) * rng.uniform(2.0, 2.6)), angle)
-            look = dataclasses.replace(bone.look, cortex=bone.look.cortex * 0.7, medulla=bone.look.medulla * 1.4)
-            out.append(_Bone(callus, 0.0, look, bone.offset, closed=True))
+            layer += c.blur(c.mask(callus), 1.0) * rng.uniform(0.35, 0.5)
         boxes.append(c.box_of_points(np.array([point]), FRACTURE_REACH_MM + 10.0))
         broken.append("clavicle" if kind == "clavicle" else f"rib {k + 1}")
+        points.append(point)
+    if kind == "rib" and not healing:  # extrapleural hematoma against the lateral wall, at the breaks' level
+        y = float(np.mean([p[1] for p in points]))
+        thickness, length = rng.uniform(9.0, 15.0), rng.uniform(35.0, 55.0)
+        ys = np.linspace(y - length / 2, y + length / 2, 24)
+        bulge = thickness * np.sin(np.linspace(0.0, np.pi, 24)) ** 0.7
+        wall = scene.base.lateral(ys) + 2.0
+        lens = np.concatenate([np.stack([side * wall, ys], 1), np.stack([side * (wall - 2.0 - bulge), ys], 1)[::-1]])
+        hematoma = c.blur(c.mask(lens), 1.5) * np.clip(3.0 * scene.lung_side[side], 0.0, 1.0)
+        hematoma *= rng.uniform(0.5, 0.7)
+        layer += hematoma
+        boxes.append(c.box_of_layer(hematoma))
     where = "right" if side < 0 else "left"
-    kind = "healing fracture (callus)" if healing else "displaced fracture"
+    sign = "healing fracture (callus)" if healing else "displaced fracture"
+    if kind == "rib" and not healing:
+        sign += " with an extrapleural hematoma"
     scene.findings.append(Finding("Fracture", [b for b in boxes if b is not None],
-                                  f"{kind} of the {where} {', '.join(broken)}"))  # fmt: skip
-    return out
+                                  f"{sign} of the {where} {', '.join(broken)}"))  # fmt: skip
+    return out, layer
 
 
 def stored_boxes(boxes: Sequence[Sequence[int]], how: str, height: int, width: int) -> list[list[int]]:

@@ -210,7 +210,7 @@ def choose_threshold(scores: np.ndarray, truth: np.ndarray, prevalence: float) -
     return float((candidates[best] + lower) / 2)
 
 
-def train_chest_findings(data: ChestTrainingSet, out_dir: Path, seed: int, epochs: int = 12, batch: int = 32):
+def train_chest_findings(data: ChestTrainingSet, out_dir: Path, seed: int, epochs: int = 16, batch: int = 32):
     """Returns the trained model (uncompiled, ready to save) and its validation metrics; the metrics' "card"
     entry holds the card's `thresholds` and `not_drawn`."""
     import keras
