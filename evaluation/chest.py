@@ -5,7 +5,8 @@ table), and localisation (does a true positive's heatmap peak fall inside the fi
     python -m evaluation.chest --models models --out docs/evaluation/chest-findings --n 1000 --seed 1000
 
 renders `--n` films of the set `--seed` (never the training seed) at the registry prevalence, scores them
-in-process with the same preprocessing the service uses, and writes `report.md` and `report.json` into `--out`.
+in-process with the same preprocessing the service uses, and writes `report.md`, `report.json` and `heatmaps.png`
+(one true positive per drawn label: its view, its heatmap, its recorded region and the peak) into `--out`.
 Research use only: figures measured on synthetic phantoms say nothing of clinical accuracy.
 
 The averages are scikit-learn's (`classification_report`, zero_division=0) over the labels the generator draws
@@ -236,9 +237,10 @@ def evaluate(
     workers: int | None = None,
     progress: bool = True,
     cache: Path | None = None,
+    sheet: Path | None = None,
 ) -> dict:
     """Render (or read from `cache`, written when missing), score and measure; returns the report's content (see
-    `write_report`)."""
+    `write_report`). With `sheet`, also writes a PNG of one true positive per drawn label (`heatmap_sheet`)."""
     from deepxray.models.artifacts import read_card
     from deepxray.models.chest_findings import chest_findings_batch, heatmap_peak
     from deepxray.models.runtime import LoadedModel, configure_threads
@@ -303,6 +305,13 @@ def evaluate(
     drawn = [label for label in CHEST_FINDINGS if label in DRAWN]
     table = f1_table(truth, predicted, CHEST_FINDINGS, tuple(drawn))
     aurocs = [per_label[label]["auroc"] for label in drawn if per_label[label]["auroc"] is not None]
+    examples = {}
+    for j, label in enumerate(CHEST_FINDINGS):
+        found = np.flatnonzero(truth[:, j] & predicted[:, j])
+        if label != NO_FINDING and label in DRAWN and len(found):
+            examples[label] = int(found[0])
+    if sheet is not None:
+        heatmap_sheet(films, heatmaps, examples, Path(sheet))
     return {
         "notice": NOTICE,
         "model": card.tag,
@@ -318,9 +327,42 @@ def evaluate(
         "all_drawn_meet_auroc_goal": all(per_label[label]["meets_goal"] for label in drawn),
         "f1_table": table,
         "localisation": localisation,
+        "heatmap_examples": examples,
         "seconds": {"render": round(render_seconds, 1), "predict": round(predict_seconds, 1)},
         "goals": {"auroc": AUROC_GOAL, "localisation": LOCALISATION_GOAL},
     }
+
+
+def heatmap_sheet(films: list, heatmaps: np.ndarray, examples: dict[str, int], path: Path) -> Path:
+    """A PNG with one tile per label in `examples` (label -> film index): the film's view with the label's
+    heatmap over it (its own range, blue to red), the finding's recorded boxes in white and the peak as a ring."""
+    import cv2
+
+    from deepxray.models.chest_findings import heatmap_peak
+
+    tiles = []
+    for label, i in examples.items():
+        view, transform, _, regions = films[i]
+        size = view.shape[0]
+        grey = cv2.cvtColor(np.clip(np.asarray(view, np.float32) * 255, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+        heat = cv2.resize(heatmaps[i, CHEST_FINDINGS.index(label)].astype(np.float32), (size, size))
+        heat = np.uint8(255 * (heat - heat.min()) / max(float(np.ptp(heat)), 1e-6))
+        tile = cv2.addWeighted(grey, 0.6, cv2.applyColorMap(heat, cv2.COLORMAP_JET), 0.4, 0)
+        for x0, y0, x1, y1 in regions.get(label, []):
+            (a, b), (c, d) = transform.to_view(np.array([[x0, y0], [x1, y1]], dtype=np.float64))
+            cv2.rectangle(tile, (int(a), int(b)), (int(c), int(d)), (255, 255, 255), 1)
+        x, y = heatmap_peak(heatmaps[i, CHEST_FINDINGS.index(label)], size)
+        cv2.circle(tile, (int(round(x)), int(round(y))), 4, (0, 0, 0), 2)
+        cv2.rectangle(tile, (0, 0), (size, 14), (0, 0, 0), -1)
+        cv2.putText(tile, f"{label} (film {i})", (3, 10), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (255, 255, 255), 1)
+        tiles.append(tile)
+    columns = 4
+    blank = np.zeros_like(tiles[0]) if tiles else np.zeros((64, 64, 3), np.uint8)
+    tiles += [blank] * (-len(tiles) % columns)
+    rows = [np.hstack(tiles[k : k + columns]) for k in range(0, len(tiles), columns)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.vstack(rows) if rows else blank, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    return path
 
 
 # --- the report ------------------------------------------------------------------------------------------------------
@@ -417,6 +459,16 @@ def write_report(result: dict, out_dir: Path, command: str) -> dict[str, Path]:
         f"{'met' if loc['meets_goal'] else 'not met'}.",
         "",
     ]
+    if result.get("heatmap_examples"):
+        lines += [
+            "## Heatmaps",
+            "",
+            "The first true positive of each drawn label: its heatmap over the view (blue to red, each in its own "
+            "range), the finding's recorded boxes in white, the peak ringed in black.",
+            "",
+            "![one true positive per label, with its heatmap](heatmaps.png)",
+            "",
+        ]
     if result["not_drawn"]:
         lines += ["## Labels not drawn", ""]
         lines += [f"- **{label}**: {reason}." for label, reason in result["not_drawn"].items()] + [""]
@@ -455,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--seed {args.seed} is the set the model was trained on: choose another")
         result = evaluate(
             models, args.n, args.seed, args.distribution, args.film_scale, args.resamples, args.workers,
-            cache=args.cache,
+            cache=args.cache, sheet=args.out / "heatmaps.png",
         )  # fmt: skip
     except ValueError as error:
         print(f"evaluation.chest: error: {error}", file=sys.stderr)

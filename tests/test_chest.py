@@ -317,3 +317,24 @@ def test_the_deployment_answers_probabilities_and_a_float16_grid():
     assert output["thresholds"] == [
         None if label in (card.not_drawn or {}) else card.thresholds[label] for label in CHEST_FINDINGS
     ]
+
+
+def test_the_evaluation_writes_its_report_and_a_heatmap_tile_per_label_it_found(tmp_path, capsys):
+    import cv2
+
+    from evaluation.chest import main
+
+    out = tmp_path / "report"
+    args = ["--models", str(SHIPPED), "--out", str(out), "--n", "24", "--seed", "1001", "--film-scale", "0.25"]
+    assert main([*args, "--resamples", "20", "--workers", "1"]) == 0
+    assert "research use only" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    examples = report["heatmap_examples"]
+    assert examples  # 24 registry-prevalence films always hold some findings the model finds
+    for label, film in examples.items():
+        rendered = render_chest_phantom(1001, film, film_scale=0.25).extra["findings"]
+        assert label in rendered["present"]  # each tile shows a real positive
+    sheet = cv2.imread(str(out / "heatmaps.png"))
+    tile = 256  # the view
+    assert sheet.shape == (tile * -(-len(examples) // 4), tile * 4, 3)
+    assert "![one true positive per label, with its heatmap](heatmaps.png)" in (out / "report.md").read_text()
