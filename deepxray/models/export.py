@@ -10,9 +10,10 @@ holds:
 
 The signature takes the model's input as its card gives it (float32, [None, size, size, 1], keyed by the card's
 input name, `view` or `crop`) and returns the artifact's output as it is served (the detector's keypoints, not its
-heatmaps), keyed by the card's output name; the scorer adds the embedding the service stores for similar-case
-search (`deepxray.models.runtime.SCORER_EMBEDDING_OF`). Each SavedModel is reloaded once written and must give the
-Keras model's outputs on a fixed batch, within `CHECK_ATOL`.
+heatmaps), keyed by the card's output name. Two models give more, from the same forward pass, as the service uses
+them: the scorer the embedding it stores for similar-case search (`deepxray.models.runtime.SCORER_EMBEDDING_OF`),
+the chest model the class activation map of each label (`heatmaps`, as `chest_findings_batch` gives them). Each
+SavedModel is reloaded once written and must give the Keras model's outputs on a fixed batch, within `CHECK_ATOL`.
 
 Written with Keras's `keras.export.ExportArchive` (the API under `Model.export(format="tf_saved_model")`), which
 tracks the model's variables and saves a `tf.function` of the forward pass in inference mode; the custom layers
@@ -35,9 +36,9 @@ FORMATS = ("savedmodel",)
 SIGNATURE = "serving_default"
 VERSION_FOLDER = "1"  # TF Serving serves the highest numbered folder under a model's base path
 SIGNATURE_FILE = "signature.json"
-# Outputs beyond the card's, as the service gives them: model -> the layer whose input is the embedding.
-EMBEDDING_OF = {"ratingen_score": SCORER_EMBEDDING_OF}
-EMBEDDING_OUTPUT = "embedding"
+# Outputs beyond the card's, as the service uses them (see `_served`).
+EMBEDDING_OUTPUT = "embedding"  # ratingen_score
+HEATMAPS_OUTPUT = "heatmaps"  # chest_findings
 CHECK_ATOL = 1e-5  # exported against Keras, on the check batch; both run the same float32 graph on one machine
 
 
@@ -111,7 +112,7 @@ def export_model_set(
     exported = []
     try:
         for name in names:
-            exported.append(export_savedmodel(models_dir / name, out / name, embedding_of=EMBEDDING_OF.get(name)))
+            exported.append(export_savedmodel(models_dir / name, out / name))
             progress(exported[-1].line())
     except BaseException:
         if created:
@@ -123,14 +124,13 @@ def export_model_set(
     return exported
 
 
-def export_savedmodel(artifact_dir: Path, out_dir: Path, embedding_of: str | None = None) -> ExportedModel:
+def export_savedmodel(artifact_dir: Path, out_dir: Path) -> ExportedModel:
     """One artifact as `out_dir/1/` (SavedModel), its card and its signature note; the SavedModel is reloaded and
     checked against the Keras model.
 
     Args:
         artifact_dir: The artifact (`model.keras` and `model_card.json`).
         out_dir: The model's folder in the export (made here).
-        embedding_of: A layer whose input the signature also gives, as `embedding` (see `LoadedModel`).
     """
     import keras
     import tensorflow as tf
@@ -143,19 +143,13 @@ def export_savedmodel(artifact_dir: Path, out_dir: Path, embedding_of: str | Non
         raise ValueError(f"cannot load {artifact_dir / MODEL_FILE}: {error}") from error
     size = int(card.input["shape"][0])
     input_name = card.input.get("name", "input")
-    output_names = _output_names(model, card)
-    served = model
-    if embedding_of is not None:
-        output_names.append(EMBEDDING_OUTPUT)
-        served = keras.Model(model.inputs, [*model.outputs, model.get_layer(embedding_of).input])
+    run, output_names, extra_about = _served(model, card)
 
     def serve(images):
-        outputs = served(images, training=False)
-        outputs = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
-        return dict(zip(output_names, outputs, strict=True))
+        return dict(zip(output_names, run(images), strict=True))
 
     archive = keras.export.ExportArchive()
-    archive.track(served)
+    archive.track(model)  # the extra outputs' networks share its layers, hence its variables
     signature = [tf.TensorSpec([None, size, size, 1], tf.float32, name=input_name)]
     endpoint = archive.add_endpoint(SIGNATURE, serve, input_signature=signature)
     saved_model = out_dir / VERSION_FOLDER
@@ -166,7 +160,7 @@ def export_savedmodel(artifact_dir: Path, out_dir: Path, embedding_of: str | Non
     exported = ExportedModel(card.tag, saved_model, {input_name: [None, size, size, 1]}, outputs)
     _check_savedmodel(saved_model, input_name, serve, size)
     shutil.copy2(artifact_dir / CARD_FILE, out_dir / CARD_FILE)
-    note = _signature_note(card, exported, embedding_of, keras.__version__, tf.__version__)
+    note = _signature_note(card, exported, extra_about, keras.__version__, tf.__version__)
     (out_dir / SIGNATURE_FILE).write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
     return exported
 
@@ -177,6 +171,44 @@ def _output_names(model, card: ModelCard) -> list[str]:
     if len(model.outputs) == 1:
         return [card.output.get("name", "output")]
     return list(model.output_names)
+
+
+def _served(model, card: ModelCard) -> tuple[Callable, list[str], dict[str, str]]:
+    """What the signature runs (images -> its outputs, in order), their names, and what each extra output is.
+
+    The extra outputs are what the service takes from the same forward pass: the scorer's embedding (the input of
+    its `SCORER_EMBEDDING_OF` layer), the chest model's class activation maps ([None, labels, rows, columns], as
+    `deepxray.models.chest_findings.chest_findings_batch` gives them).
+    """
+    import keras
+    import tensorflow as tf
+
+    names = _output_names(model, card)
+    if card.name == "ratingen_score":
+        network = keras.Model(model.inputs, [*model.outputs, model.get_layer(SCORER_EMBEDDING_OF).input])
+        about = f"the input of the {SCORER_EMBEDDING_OF!r} layer (pooled features), as the service stores it for similar joints"
+        return (lambda images: network(images, training=False)), [*names, EMBEDDING_OUTPUT], {EMBEDDING_OUTPUT: about}
+    if card.name == "chest_findings":
+        from deepxray.models.chest_findings import CAM_LAYER, CAM_STRIDE
+
+        network = keras.Model(model.inputs, [model.output, model.get_layer(CAM_LAYER).output])
+
+        def run(images):
+            probabilities, maps = network(images, training=False)
+            return probabilities, tf.transpose(maps, (0, 3, 1, 2))
+
+        about = (
+            f"each label's class activation map in logit units, [label, row, column] in the card's label order, one "
+            f"cell per {CAM_STRIDE}x{CAM_STRIDE} view pixels; a label's logit is its map's mean plus its maximum, "
+            f"and the map's peak is where the model saw the finding"
+        )
+        return run, [*names, HEATMAPS_OUTPUT], {HEATMAPS_OUTPUT: about}
+
+    def run_model(images):
+        outputs = model(images, training=False)
+        return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+
+    return run_model, names, {}
 
 
 def _check_savedmodel(saved_model: Path, input_name: str, serve: Callable, size: int) -> None:
@@ -194,7 +226,7 @@ def _check_savedmodel(saved_model: Path, input_name: str, serve: Callable, size:
 
 
 def _signature_note(
-    card: ModelCard, exported: ExportedModel, embedding_of: str | None, keras_version: str, tf_version: str
+    card: ModelCard, exported: ExportedModel, extra_about: dict[str, str], keras_version: str, tf_version: str
 ) -> dict:
     """`signature.json`: how to call the SavedModel, with what the card says of its input and output."""
     input_name, input_shape = next(iter(exported.inputs.items()))
@@ -202,10 +234,8 @@ def _signature_note(
     outputs = {name: {"dtype": "float32", "shape": shape} for name, shape in exported.outputs.items()}
     primary = next(iter(outputs))
     outputs[primary] |= card_output | {"labels": card.labels}
-    if embedding_of is not None:
-        outputs[EMBEDDING_OUTPUT]["about"] = (
-            f"the input of the {embedding_of!r} layer (pooled features), as the service stores it for similar joints"
-        )
+    for name, about in extra_about.items():
+        outputs[name]["about"] = about
     return {
         "model": card.tag,
         "saved_model": VERSION_FOLDER,
