@@ -259,7 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--out", type=Path, required=True, help="directory for the model artifacts")
     trainer.add_argument("--seed", type=int, default=0, help="seed of the data split, weights and phantoms")
     trainer.add_argument("--epochs", type=int, default=None, help="at most this many epochs (early stopping)")
-    trainer.add_argument("--cache", type=Path, default=None, help="reuse or write the prepared arrays (.npz)")
+    trainer.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="an .npz of the prepared arrays: read when made from these settings by this code, else written",
+    )
     trainer.set_defaults(func=_train)
 
     checkpoint = commands.add_parser("checkpoint", help="export an early epoch of a training run as a model set")

@@ -31,6 +31,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from deepxray.labels import CHEST_FINDINGS, NO_FINDING
+from deepxray.training.cache import STAMP_KEY, load_or_prepare
 from evaluation.bootstrap import DEFAULT_RESAMPLES, bootstrap_ci
 
 NOTICE = "synthetic phantoms, research use only, not clinical accuracy"
@@ -181,28 +182,25 @@ def render_films(seed: int, n: int, distribution: str, film_scale: float, worker
     return out
 
 
-def save_films(path: Path, films: list, settings: dict) -> None:
+def save_films(films: list, path: Path, stamp: str) -> None:
     """Rendered films to an .npz (views, the way back to each film, labels, regions), for `--cache`."""
     transforms = np.array([[getattr(t, f) for f in _TRANSFORM_FIELDS] for _, t, _, _ in films], dtype=np.float64)
-    np.savez(
-        path,
-        views=np.stack([view for view, _, _, _ in films]),
-        transforms=transforms,
-        labels=np.stack([labels for _, _, labels, _ in films]),
-        regions=np.array(json.dumps([regions for _, _, _, regions in films])),
-        settings=np.array(json.dumps(settings)),
-    )
+    with open(path, "wb") as file:  # a file, not a name: np.savez would append ".npz" to another suffix
+        np.savez(
+            file,
+            views=np.stack([view for view, _, _, _ in films]),
+            transforms=transforms,
+            labels=np.stack([labels for _, _, labels, _ in films]),
+            regions=np.array(json.dumps([regions for _, _, _, regions in films])),
+            **{STAMP_KEY: np.array(stamp)},
+        )
 
 
-def load_films(path: Path, settings: dict) -> list | None:
-    """The films cached at `path` when they were rendered with the same settings, else None."""
+def load_films(path: Path) -> list:
+    """The films `save_films` wrote to `path`."""
     from deepxray.imaging.views import ViewTransform
 
-    if not Path(path).is_file():
-        return None
     with np.load(path) as data:
-        if json.loads(str(data["settings"])) != settings:
-            return None
         regions = json.loads(str(data["regions"]))
         out = []
         for view, t, labels, region in zip(data["views"], data["transforms"], data["labels"], regions, strict=True):
@@ -252,12 +250,15 @@ def evaluate(
     if thresholds is None:
         raise ValueError(f"the card in {directory} has no thresholds")
     start = time.perf_counter()
-    settings = {"n": n, "seed": seed, "distribution": distribution, "film_scale": film_scale}
-    films = load_films(cache, settings) if cache is not None else None
-    if films is None:
-        films = render_films(seed, n, distribution, film_scale, workers, progress)
-        if cache is not None:
-            save_films(cache, films, settings)
+    settings = json.dumps({"n": n, "seed": seed, "distribution": distribution, "film_scale": film_scale})
+    films = load_or_prepare(
+        cache,
+        settings,
+        lambda: render_films(seed, n, distribution, film_scale, workers, progress),
+        load_films,
+        save_films,
+        what="chest films",
+    )
     render_seconds = time.perf_counter() - start
 
     configure_threads(workers or os.cpu_count() or 1)

@@ -29,6 +29,7 @@ import numpy as np
 
 from deepxray.imaging.model_inputs import CHEST_VIEW, ChestView, NormalisedImage, chest_view
 from deepxray.labels import CHEST_FINDINGS, NO_FINDING
+from deepxray.training.cache import STAMP_KEY, load_or_prepare
 from deepxray.training.data import validation_mask
 
 CAM_STRIDE = 8  # view pixels per map cell (deepxray.models.chest_findings.CAM_STRIDE; no Keras import here)
@@ -121,8 +122,10 @@ class ChestTrainingSet:
     ids: np.ndarray  # (n,) film index
     masks: np.ndarray  # (n, 14, CAM_CELLS, CAM_CELLS) uint8: where each finding is (`region_masks`)
 
-    def save(self, path: Path) -> None:
-        np.savez(path, views=self.views, labels=self.labels, ids=self.ids, masks=self.masks)
+    def save(self, path: Path, stamp: str = "") -> None:
+        """The films as an .npz, with the stamp of what prepared them (`deepxray.training.cache`)."""
+        with open(path, "wb") as file:  # a file, not a name: np.savez would append ".npz" to another suffix
+            np.savez(file, views=self.views, labels=self.labels, ids=self.ids, masks=self.masks, **{STAMP_KEY: stamp})
 
     @classmethod
     def load(cls, path: Path) -> ChestTrainingSet:
@@ -163,17 +166,17 @@ def build_chest_set(
 
 
 def load_or_build_chest(source: ChestSource, cache: Path | None = None, progress: bool = True) -> ChestTrainingSet:
-    """The films of `source`, from `cache` when it exists (and written there otherwise)."""
+    """The films of `source`, from `cache` when it holds what this source and this code render (and written there
+    otherwise; see `deepxray.training.cache`)."""
     from tqdm import tqdm
 
-    if cache is not None and Path(cache).is_file():
-        print(f"using cached chest films {cache}")
-        return ChestTrainingSet.load(cache)
-    with tqdm(total=source.n, desc="rendering chest films", unit="img", disable=not progress) as bar:
-        data = build_chest_set(source, progress=bar.update)
-    if cache is not None:
-        data.save(cache)
-    return data
+    def render() -> ChestTrainingSet:
+        with tqdm(total=source.n, desc="rendering chest films", unit="img", disable=not progress) as bar:
+            return build_chest_set(source, progress=bar.update)
+
+    return load_or_prepare(
+        cache, repr(source), render, ChestTrainingSet.load, ChestTrainingSet.save, what="chest films"
+    )
 
 
 def registry_prevalence() -> np.ndarray:

@@ -25,6 +25,7 @@ from deepxray.imaging.model_inputs import (
     joint_crops,
 )
 from deepxray.labels import BODY_PARTS, HAND_PARTS, JOINT_NAMES
+from deepxray.training.cache import STAMP_KEY
 
 # Joint crops for training are cut with this much extra margin, so augmentation can shift and turn them.
 CROP_CONTEXT = 1.5
@@ -206,15 +207,15 @@ class TrainingSet:
             scores=np.stack([e.scores for e in hands]) if hands else np.zeros((0, 10), np.int64),
         )
 
-    def save(self, path: Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **self.__dict__)
+    def save(self, path: Path, stamp: str = "") -> None:
+        """The arrays as an .npz, with the stamp of what prepared them (`deepxray.training.cache`)."""
+        with open(path, "wb") as file:  # a file, not a name: np.savez would append ".npz" to another suffix
+            np.savez(file, **self.__dict__, **{STAMP_KEY: np.array(stamp)})
 
     @classmethod
     def load(cls, path: Path) -> TrainingSet:
         with np.load(path) as data:
-            return cls(**{key: data[key] for key in data.files})
+            return cls(**{key: data[key] for key in data.files if key != STAMP_KEY})
 
 
 def _init_worker() -> None:

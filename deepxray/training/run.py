@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deepxray.models.registry import ALL_MODEL_NAMES, ALL_MODELS
+from deepxray.training.cache import load_or_prepare
 from deepxray.training.chest_findings import ChestSource, load_or_build_chest
 from deepxray.training.data import ManifestSource, SyntheticSource, TrainingSet, build_training_set
 
@@ -23,18 +24,15 @@ class TrainingPlan:
 
 
 def load_or_build(source, cache: Path | None, progress: bool = True) -> TrainingSet:
-    """The training arrays of `source`, from `cache` when it exists (and written there otherwise)."""
+    """The training arrays of `source`, from `cache` when it holds what this source and this code prepare (and
+    written there otherwise; see `deepxray.training.cache`)."""
     from tqdm import tqdm
 
-    if cache is not None and Path(cache).is_file():
-        print(f"using cached training arrays {cache}")
-        return TrainingSet.load(cache)
-    jobs = len(source.jobs())
-    with tqdm(total=jobs, desc="preparing images", unit="img", disable=not progress) as bar:
-        data = build_training_set(source, progress=bar.update)
-    if cache is not None:
-        data.save(cache)
-    return data
+    def prepare() -> TrainingSet:
+        with tqdm(total=len(source.jobs()), desc="preparing images", unit="img", disable=not progress) as bar:
+            return build_training_set(source, progress=bar.update)
+
+    return load_or_prepare(cache, repr(source), prepare, TrainingSet.load, TrainingSet.save, what="training arrays")
 
 
 def describe_source(source) -> dict:
