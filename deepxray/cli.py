@@ -39,7 +39,7 @@ def _phantoms_sheet(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from deepxray.models.registry import MODEL_NAMES
-    from deepxray.training.chest_findings import ChestSource
+    from deepxray.training.chest_data import ChestSource
     from deepxray.training.data import ManifestSource, SyntheticSource
     from deepxray.training.run import TrainingPlan, train
 

@@ -225,7 +225,7 @@ def test_thresholds_maximise_the_f1_at_the_registry_prevalence():
 
 def test_region_masks_mark_the_map_cells_inside_a_findings_boxes():
     from deepxray.imaging.model_inputs import NormalisedImage, chest_view
-    from deepxray.training.chest_findings import region_masks
+    from deepxray.training.chest_data import region_masks
 
     film = np.zeros((2560, 2048), np.uint16)
     film[::7, ::5] = 4000

@@ -7,7 +7,7 @@ import pytest
 
 from deepxray.training import cache as cache_module
 from deepxray.training.cache import load_or_prepare
-from deepxray.training.chest_findings import ChestSource, ChestTrainingSet, load_or_build_chest
+from deepxray.training.chest_data import ChestSource, ChestTrainingSet, load_or_build_chest
 
 
 class Preparer:
@@ -44,11 +44,11 @@ def test_a_cache_is_read_back_for_the_same_settings_and_prepared_again_for_other
     assert prepared(path, "n=4", preparer) == "n=4" and preparer.calls == 1
     assert f"using cached arrays {path}" in capsys.readouterr().out
     assert prepared(path, "n=8", preparer) == "n=8" and preparer.calls == 2
-    assert "from other settings or other generator code: preparing them again" in capsys.readouterr().out
+    assert "from other settings or other preparing code: preparing them again" in capsys.readouterr().out
     assert prepared(path, "n=8", preparer) == "n=8" and preparer.calls == 2  # the new arrays replaced the old
 
 
-def test_changed_generator_code_prepares_the_arrays_again(tmp_path, monkeypatch):
+def test_changed_preparing_code_prepares_the_arrays_again(tmp_path, monkeypatch):
     path, preparer = tmp_path / "arrays.npz", Preparer()
     prepared(path, "n=4", preparer)
     monkeypatch.setattr(cache_module, "code_fingerprint", lambda: "other phantom code")
@@ -90,7 +90,7 @@ def test_chest_training_films_come_from_the_cache_only_for_the_same_source(tmp_p
     def no_rendering(*args, **kwargs) -> ChestTrainingSet:
         raise AssertionError("rendered although the cache holds these films")
 
-    monkeypatch.setattr("deepxray.training.chest_findings.build_chest_set", no_rendering)
+    monkeypatch.setattr("deepxray.training.chest_data.build_chest_set", no_rendering)
     load_or_build_chest(ChestSource(seed=5, n=3), path, progress=False)
     with pytest.raises(AssertionError, match="rendered although"):  # another seed: the cache does not hold it
         load_or_build_chest(ChestSource(seed=6, n=3), path, progress=False)

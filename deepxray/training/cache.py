@@ -3,9 +3,10 @@
 Rendering and preparing films is most of a short training run, so `deepxray train --cache FILE` and
 `python -m evaluation.chest --cache FILE` keep the arrays. A cache is stamped with what made it: the source's
 settings (seed, count, mixture, degradations, or the manifest's records) and a fingerprint of the code that renders
-and prepares films (`deepxray/phantoms`, `deepxray/imaging`). A file whose stamp differs (other settings, changed
-generator code, or a file from before stamps) is prepared again and overwritten, with a line saying why: reusing
-it would train or measure on films the request did not ask for, silently.
+and prepares films (`PREPARING_CODE`: the generator, the serving preprocessing, and the training modules that turn
+films into arrays; not the trainers, so changing a trainer keeps its cache). A file whose stamp differs (other
+settings, changed preparing code, or a file from before stamps) is prepared again and overwritten, with a line
+saying why: reusing it would train or measure on films the request did not ask for, silently.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import TypeVar
 import numpy as np
 
 PACKAGE = Path(__file__).resolve().parents[1]
-CODE_FOLDERS = ("phantoms", "imaging")  # what renders a film and turns it into model inputs
+# What renders a film and turns it into arrays: folders and files under the package.
+PREPARING_CODE = ("phantoms", "imaging", "training/data.py", "training/chest_data.py")
 STAMP_KEY = "cache_stamp"
 
 Data = TypeVar("Data")
@@ -31,8 +33,9 @@ Data = TypeVar("Data")
 def code_fingerprint() -> str:
     """SHA-256 over the sources that render and prepare films (paths and contents, in path order)."""
     digest = hashlib.sha256()
-    for folder in CODE_FOLDERS:
-        for path in sorted((PACKAGE / folder).rglob("*.py")):
+    for entry in PREPARING_CODE:
+        where = PACKAGE / entry
+        for path in sorted(where.rglob("*.py")) if where.is_dir() else [where]:
             digest.update(str(path.relative_to(PACKAGE)).encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -66,7 +69,7 @@ def load_or_prepare(
         if read_stamp(cache) == stamp:
             print(f"using cached {what} {cache}", flush=True)
             return load(cache)
-        print(f"{cache} holds {what} from other settings or other generator code: preparing them again", flush=True)
+        print(f"{cache} holds {what} from other settings or other preparing code: preparing them again", flush=True)
     data = prepare()
     if cache is not None:
         cache = Path(cache)

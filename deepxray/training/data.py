@@ -207,7 +207,7 @@ class TrainingSet:
             scores=np.stack([e.scores for e in hands]) if hands else np.zeros((0, 10), np.int64),
         )
 
-    def save(self, path: Path, stamp: str = "") -> None:
+    def save(self, path: Path, stamp: str) -> None:
         """The arrays as an .npz, with the stamp of what prepared them (`deepxray.training.cache`)."""
         with open(path, "wb") as file:  # a file, not a name: np.savez would append ".npz" to another suffix
             np.savez(file, **self.__dict__, **{STAMP_KEY: np.array(stamp)})

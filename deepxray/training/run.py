@@ -8,7 +8,8 @@ from pathlib import Path
 
 from deepxray.models.registry import ALL_MODEL_NAMES, ALL_MODELS
 from deepxray.training.cache import load_or_prepare
-from deepxray.training.chest_findings import ChestSource, load_or_build_chest
+from deepxray.training.chest_data import ChestSource, load_or_build_chest
+from deepxray.training.chest_findings import LOCALISATION
 from deepxray.training.data import ManifestSource, SyntheticSource, TrainingSet, build_training_set
 
 MODEL_VERSION = "1.0.0"
@@ -37,7 +38,7 @@ def load_or_build(source, cache: Path | None, progress: bool = True) -> Training
 
 def describe_source(source) -> dict:
     if isinstance(source, ChestSource):
-        return source.describe()
+        return source.describe() | {"localisation": LOCALISATION}
     if isinstance(source, SyntheticSource):
         return {
             "kind": "synthetic phantoms rendered in memory (deepxray.phantoms)",
